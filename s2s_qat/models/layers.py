@@ -1,0 +1,195 @@
+"""Quantization-friendly Transformer layers (tf_keras), with a `reference` switch.
+
+Deployment form (default), as DESIGN section 3 requires:
+- bounded masks: masked scores land on `-mask_value`, masks come from GATHER on constant tables and the
+  causal mask from MINIMUM against a constant (no CAST, no -1e9);
+- LayerNorm variance as MUL(xc, xc) (no SQUARED_DIFFERENCE / SQUARE);
+- the attention scale folded into the query projection;
+- static shapes only.
+Reference form (`reference=True`, same variables): large additive mask and a standard LayerNorm, as a
+Hugging Face or Keras exporter would produce it.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import tensorflow as tf
+import tf_keras
+
+REFERENCE_MASK_VALUE = 1e9
+_ACTIVATIONS = {
+    "relu": tf.nn.relu,
+    "gelu": lambda x: tf.nn.gelu(x, approximate=False),
+    "gelu_new": lambda x: tf.nn.gelu(x, approximate=True),
+    "swish": tf.nn.silu,
+}
+
+
+def activation_fn(name: str):
+    if name not in _ACTIVATIONS:
+        raise ValueError(f"activation {name!r} is not supported; allowed: {', '.join(sorted(_ACTIVATIONS))}")
+    return _ACTIVATIONS[name]
+
+
+def sinusoidal_table(n_pos: int, dim: int) -> np.ndarray:
+    """Marian's table: sin of even-index angles in the first half, cos of odd-index angles in the second."""
+    pos = np.arange(n_pos)[:, None]
+    j = np.arange(dim)[None, :]
+    angle = pos / np.power(10000, 2 * (j // 2) / dim)
+    out = np.zeros((n_pos, dim), dtype=np.float32)
+    half = dim // 2 + dim % 2
+    out[:, :half] = np.sin(angle[:, 0::2])
+    out[:, half:] = np.cos(angle[:, 1::2])
+    return out
+
+
+# === Masks ===
+
+def mask_bias(mask: tf.Tensor, mask_value: float, reference: bool) -> tf.Tensor:
+    """int32 {0,1} mask -> float additive bias {-value, 0}.
+
+    Deployment: GATHER from a constant table (no CAST). Reference: CAST then a -1e9 additive mask.
+    """
+    if reference:
+        return (1.0 - tf.cast(mask, tf.float32)) * -REFERENCE_MASK_VALUE
+    return tf.gather(tf.constant([-mask_value, 0.0], tf.float32), mask)
+
+
+def causal_bias(key_bias: tf.Tensor, length: int, mask_value: float, reference: bool) -> tf.Tensor:
+    """[B,T] key bias -> [B,T,T] bias that also blocks future keys.
+
+    Deployment: MINIMUM of the key bias and a constant lower-triangular {-value, 0} table, so every entry
+    stays in {-value, 0}. Reference: sum with a -1e9 upper triangle.
+    """
+    tri = np.tril(np.ones((length, length), dtype=np.float32))
+    if reference:
+        return key_bias[:, None, :] + tf.constant((tri - 1.0) * REFERENCE_MASK_VALUE)[None]
+    return tf.minimum(key_bias[:, None, :], tf.constant((tri - 1.0) * mask_value)[None])
+
+
+# === Layers ===
+
+class Linear(tf_keras.layers.Layer):
+    """x @ kernel + bias on the last axis (FULLY_CONNECTED after conversion); optional folded scale."""
+
+    def __init__(self, units: int, use_bias: bool = True, scale: float = 1.0, **kwargs):
+        super().__init__(**kwargs)
+        self.units, self.use_bias, self.scale = units, use_bias, scale
+
+    def build(self, input_shape):
+        self.kernel = self.add_weight("kernel", shape=(int(input_shape[-1]), self.units),
+                                      initializer=tf_keras.initializers.GlorotUniform())
+        self.bias = self.add_weight("bias", shape=(self.units,), initializer="zeros") if self.use_bias else None
+        super().build(input_shape)
+
+    def call(self, x):
+        kernel, bias = self.kernel, self.bias
+        if self.scale != 1.0:  # folded: x @ (s W) + s b == s (x @ W + b)
+            kernel = kernel * self.scale
+            bias = bias * self.scale if bias is not None else None
+        y = tf.tensordot(x, kernel, axes=1) if x.shape.rank > 2 else tf.matmul(x, kernel)
+        return y + bias if bias is not None else y
+
+
+class LayerNorm(tf_keras.layers.Layer):
+    def __init__(self, eps: float, **kwargs):
+        super().__init__(**kwargs)
+        self.eps = eps
+
+    def build(self, input_shape):
+        dim = int(input_shape[-1])
+        self.gamma = self.add_weight("gamma", shape=(dim,), initializer="ones")
+        self.beta = self.add_weight("beta", shape=(dim,), initializer="zeros")
+        super().build(input_shape)
+
+    def call(self, x, reference: bool = False):
+        if reference:
+            mean, var = tf.nn.moments(x, axes=[-1], keepdims=True)  # SQUARED_DIFFERENCE after conversion
+            return (x - mean) * tf.math.rsqrt(var + self.eps) * self.gamma + self.beta
+        xc = x - tf.reduce_mean(x, axis=-1, keepdims=True)
+        var = tf.reduce_mean(xc * xc, axis=-1, keepdims=True)  # MUL, not SQUARE
+        return xc * tf.math.rsqrt(var + self.eps) * self.gamma + self.beta
+
+
+class Attention(tf_keras.layers.Layer):
+    """Multi-head attention with the softmax scale folded into the query projection."""
+
+    def __init__(self, d_model: int, heads: int, dropout: float, **kwargs):
+        super().__init__(**kwargs)
+        self.d_model, self.heads, self.head_dim = d_model, heads, d_model // heads
+        self.q_proj = Linear(d_model, scale=self.head_dim ** -0.5, name="q_proj")
+        self.k_proj = Linear(d_model, name="k_proj")
+        self.v_proj = Linear(d_model, name="v_proj")
+        self.out_proj = Linear(d_model, name="out_proj")
+        self.dropout = tf_keras.layers.Dropout(dropout)
+
+    def _split(self, x):  # (B, L, D) -> (B, H, L, Dh)
+        b = tf.shape(x)[0] if x.shape[0] is None else x.shape[0]
+        x = tf.reshape(x, (b, x.shape[1], self.heads, self.head_dim))
+        return tf.transpose(x, (0, 2, 1, 3))
+
+    def call(self, query, key_value, bias, training=False):
+        """query (B,Lq,D), key_value (B,Lk,D), bias (B,Lk) or (B,Lq,Lk) with values in {-c, 0}."""
+        q = self._split(self.q_proj(query))
+        k = self._split(self.k_proj(key_value))
+        v = self._split(self.v_proj(key_value))
+        scores = tf.matmul(q, k, transpose_b=True)  # (B, H, Lq, Lk)
+        bias = bias[:, None, None, :] if bias.shape.rank == 2 else bias[:, None, :, :]
+        masked = scores + bias
+        probs = self.dropout(tf.nn.softmax(masked, axis=-1), training=training)
+        ctx = tf.matmul(probs, v)  # (B, H, Lq, Dh)
+        ctx = tf.transpose(ctx, (0, 2, 1, 3))
+        b = tf.shape(ctx)[0] if ctx.shape[0] is None else ctx.shape[0]
+        return self.out_proj(tf.reshape(ctx, (b, ctx.shape[1], self.d_model)))
+
+
+class FeedForward(tf_keras.layers.Layer):
+    def __init__(self, d_model: int, ffn_dim: int, activation: str, dropout: float, **kwargs):
+        super().__init__(**kwargs)
+        self.fc1 = Linear(ffn_dim, name="fc1")
+        self.fc2 = Linear(d_model, name="fc2")
+        self.act = activation_fn(activation)
+        self.dropout = tf_keras.layers.Dropout(dropout)
+
+    def call(self, x, training=False):
+        return self.fc2(self.dropout(self.act(self.fc1(x)), training=training))
+
+
+class TokenEmbedding(tf_keras.layers.Layer):
+    """Shared token table (V, D); GATHER for lookup and its transpose for tied logits."""
+
+    def __init__(self, vocab_size: int, d_model: int, **kwargs):
+        super().__init__(**kwargs)
+        self.vocab_size, self.d_model = vocab_size, d_model
+
+    def build(self, input_shape):
+        self.table = self.add_weight("table", shape=(self.vocab_size, self.d_model),
+                                     initializer=tf_keras.initializers.RandomNormal(stddev=self.d_model ** -0.5))
+        super().build(input_shape)
+
+    def call(self, ids):
+        return tf.gather(self.table, ids)
+
+
+class PositionEmbedding(tf_keras.layers.Layer):
+    """Sinusoidal (constant) or learned (variable, with an index offset as in BART) positions."""
+
+    def __init__(self, kind: str, max_positions: int, d_model: int, offset: int = 0, **kwargs):
+        super().__init__(**kwargs)
+        self.kind, self.max_positions, self.d_model, self.offset = kind, max_positions, d_model, offset
+
+    def build(self, input_shape):
+        if self.kind == "learned":
+            self.table = self.add_weight("table", shape=(self.max_positions + self.offset, self.d_model),
+                                         initializer=tf_keras.initializers.RandomNormal(stddev=0.02))
+        else:
+            self.table = tf.constant(sinusoidal_table(self.max_positions, self.d_model))
+        super().build(input_shape)
+
+    def call(self, positions):
+        return tf.gather(self.table, positions + self.offset if self.offset else positions)
+
+
+def embed_scale(cfg) -> float:
+    return math.sqrt(cfg.d_model) if cfg.scale_embedding else 1.0

@@ -1,0 +1,157 @@
+"""Encoder-decoder blocks and the shared core that every graph kind calls."""
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+import tf_keras
+
+from s2s_qat.models.config import TransformerConfig
+from s2s_qat.models.layers import (Attention, FeedForward, LayerNorm, PositionEmbedding, TokenEmbedding,
+                                   causal_bias, embed_scale, mask_bias)
+
+
+class EncoderBlock(tf_keras.layers.Layer):
+    def __init__(self, cfg: TransformerConfig, **kwargs):
+        super().__init__(**kwargs)
+        self.pre = cfg.normalize_before
+        self.self_attn = Attention(cfg.d_model, cfg.attention_heads, cfg.attention_dropout, name="self_attn")
+        self.self_attn_layer_norm = LayerNorm(cfg.layer_norm_eps, name="self_attn_layer_norm")
+        self.ffn = FeedForward(cfg.d_model, cfg.ffn_dim, cfg.activation, cfg.dropout, name="ffn")
+        self.final_layer_norm = LayerNorm(cfg.layer_norm_eps, name="final_layer_norm")
+        self.dropout = tf_keras.layers.Dropout(cfg.dropout)
+
+    def call(self, x, bias, training=False, reference=False):
+        h = self.self_attn_layer_norm(x, reference=reference) if self.pre else x
+        x = x + self.dropout(self.self_attn(h, h, bias, training=training), training=training)
+        if not self.pre:
+            x = self.self_attn_layer_norm(x, reference=reference)
+        h = self.final_layer_norm(x, reference=reference) if self.pre else x
+        x = x + self.dropout(self.ffn(h, training=training), training=training)
+        if not self.pre:
+            x = self.final_layer_norm(x, reference=reference)
+        return x
+
+
+class DecoderBlock(tf_keras.layers.Layer):
+    def __init__(self, cfg: TransformerConfig, **kwargs):
+        super().__init__(**kwargs)
+        self.pre = cfg.normalize_before
+        self.self_attn = Attention(cfg.d_model, cfg.attention_heads, cfg.attention_dropout, name="self_attn")
+        self.self_attn_layer_norm = LayerNorm(cfg.layer_norm_eps, name="self_attn_layer_norm")
+        self.cross_attn = Attention(cfg.d_model, cfg.attention_heads, cfg.attention_dropout, name="encoder_attn")
+        self.cross_attn_layer_norm = LayerNorm(cfg.layer_norm_eps, name="encoder_attn_layer_norm")
+        self.ffn = FeedForward(cfg.d_model, cfg.ffn_dim, cfg.activation, cfg.dropout, name="ffn")
+        self.final_layer_norm = LayerNorm(cfg.layer_norm_eps, name="final_layer_norm")
+        self.dropout = tf_keras.layers.Dropout(cfg.dropout)
+
+    def _sublayer(self, x, norm, fn, training, reference):
+        h = norm(x, reference=reference) if self.pre else x
+        x = x + self.dropout(fn(h), training=training)
+        return x if self.pre else norm(x, reference=reference)
+
+    def call(self, x, self_bias, memory, cross_bias, training=False, reference=False):
+        x = self._sublayer(x, self.self_attn_layer_norm,
+                           lambda h: self.self_attn(h, h, self_bias, training=training), training, reference)
+        x = self._sublayer(x, self.cross_attn_layer_norm,
+                           lambda h: self.cross_attn(h, memory, cross_bias, training=training), training, reference)
+        return self._sublayer(x, self.final_layer_norm, lambda h: self.ffn(h, training=training), training, reference)
+
+
+class Seq2SeqCore(tf_keras.layers.Layer):
+    """All variables of the model. Graph builders call `encode`, `decode` and `logits`."""
+
+    def __init__(self, cfg: TransformerConfig, **kwargs):
+        super().__init__(name=kwargs.pop("name", "seq2seq"), **kwargs)
+        self.cfg = cfg
+        self.embed_tokens = TokenEmbedding(cfg.vocab_size, cfg.d_model, name="shared")
+        self.enc_positions = PositionEmbedding(cfg.position_embedding, cfg.max_position_embeddings, cfg.d_model,
+                                               cfg.position_offset, name="encoder_positions")
+        self.dec_positions = PositionEmbedding(cfg.position_embedding, cfg.max_position_embeddings, cfg.d_model,
+                                               cfg.position_offset, name="decoder_positions")
+        self.enc_layernorm_embedding = LayerNorm(cfg.layer_norm_eps, name="encoder_layernorm_embedding") \
+            if cfg.layernorm_embedding else None
+        self.dec_layernorm_embedding = LayerNorm(cfg.layer_norm_eps, name="decoder_layernorm_embedding") \
+            if cfg.layernorm_embedding else None
+        self.encoder_blocks = [EncoderBlock(cfg, name=f"encoder_layer_{i}") for i in range(cfg.encoder_layers)]
+        self.decoder_blocks = [DecoderBlock(cfg, name=f"decoder_layer_{i}") for i in range(cfg.decoder_layers)]
+        self.enc_final_norm = LayerNorm(cfg.layer_norm_eps, name="encoder_layer_norm") if cfg.normalize_before else None
+        self.dec_final_norm = LayerNorm(cfg.layer_norm_eps, name="decoder_layer_norm") if cfg.normalize_before else None
+        self.dropout = tf_keras.layers.Dropout(cfg.dropout)
+        self.embed_scale = embed_scale(cfg)
+
+    def build(self, input_shape=None):
+        cfg = self.cfg
+        if not cfg.tie_word_embeddings:
+            self.lm_head = self.add_weight("lm_head", shape=(cfg.vocab_size, cfg.d_model),
+                                           initializer=tf_keras.initializers.RandomNormal(stddev=cfg.d_model ** -0.5))
+        if cfg.final_logits_bias:
+            self.final_logits_bias = self.add_weight("final_logits_bias", shape=(cfg.vocab_size,), initializer="zeros")
+        super().build(input_shape)
+
+    def build_all(self) -> None:
+        """Create every variable by running a dummy forward pass (so checkpoints can restore into it)."""
+        s, t = 2, 2
+        ids = tf.zeros((1, s), tf.int32)
+        mask = tf.ones((1, s), tf.int32)
+        h = self.encode(ids, mask)
+        self.logits(self.decode(tf.zeros((1, t), tf.int32), tf.ones((1, t), tf.int32),
+                                tf.zeros((1, t), tf.int32), h, mask))
+
+    def _embed(self, ids, positions, pos_layer, ln, training, reference):
+        x = self.embed_tokens(ids)
+        if self.embed_scale != 1.0:
+            x = x * self.embed_scale
+        x = x + pos_layer(positions)
+        if ln is not None:
+            x = ln(x, reference=reference)
+        return self.dropout(x, training=training)
+
+    def encode(self, input_ids, attention_mask, training=False, reference=False):
+        """input_ids, attention_mask: (B, S) int32 -> encoder_hidden_states (B, S, D) float32."""
+        if not self.built:
+            self.build(None)
+        s = input_ids.shape[1]
+        x = self._embed(input_ids, tf.range(s)[None, :], self.enc_positions, self.enc_layernorm_embedding,
+                        training, reference)
+        bias = mask_bias(attention_mask, self.cfg.mask_value, reference)  # (B, S)
+        for block in self.encoder_blocks:
+            x = block(x, bias, training=training, reference=reference)
+        if self.enc_final_norm is not None:
+            x = self.enc_final_norm(x, reference=reference)
+        return x
+
+    def decode(self, decoder_input_ids, decoder_attention_mask, positions, encoder_hidden_states,
+               encoder_attention_mask, training=False, reference=False):
+        """(B, T) ids, mask and positions int32, memory (B, S, D) -> decoder hidden states (B, T, D)."""
+        if not self.built:
+            self.build(None)
+        t = decoder_input_ids.shape[1]
+        x = self._embed(decoder_input_ids, positions, self.dec_positions, self.dec_layernorm_embedding,
+                        training, reference)
+        key_bias = mask_bias(decoder_attention_mask, self.cfg.mask_value, reference)
+        self_bias = causal_bias(key_bias, t, self.cfg.mask_value, reference)  # (B, T, T)
+        cross_bias = mask_bias(encoder_attention_mask, self.cfg.mask_value, reference)  # (B, S)
+        for block in self.decoder_blocks:
+            x = block(x, self_bias, encoder_hidden_states, cross_bias, training=training, reference=reference)
+        if self.dec_final_norm is not None:
+            x = self.dec_final_norm(x, reference=reference)
+        return x
+
+    def logits(self, hidden):
+        """(..., D) -> (..., V)."""
+        table = self.embed_tokens.table if self.cfg.tie_word_embeddings else self.lm_head
+        if hidden.shape.rank > 2:
+            out = tf.tensordot(hidden, table, axes=[[hidden.shape.rank - 1], [1]])
+        else:
+            out = tf.matmul(hidden, table, transpose_b=True)
+        return out + self.final_logits_bias if self.cfg.final_logits_bias else out
+
+
+def left_padded_positions(decoder_attention_mask, length: int):
+    """Positions for a left-padded prefix: slot j holds position max(j - (T - L), 0), L = number of ones.
+
+    A GATHER from a constant (T+1, T) table indexed by L, so everything stays int32.
+    """
+    table = np.maximum(np.arange(length)[None, :] - length + np.arange(length + 1)[:, None], 0).astype(np.int32)
+    n = tf.reduce_sum(decoder_attention_mask, axis=1)  # (B,) int32
+    return tf.gather(tf.constant(table), n)
