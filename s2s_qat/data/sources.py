@@ -6,6 +6,8 @@ from typing import Any
 
 import datasets
 
+datasets.disable_progress_bars()
+
 from s2s_qat.data.tn_en import generate_corpus
 from s2s_qat.recipe import DataConfig
 

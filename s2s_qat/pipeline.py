@@ -1,0 +1,208 @@
+"""The pipeline: recipe -> data -> tokenizer -> teacher -> evaluation -> report.
+
+Each stage writes under `runs/<name>/<stage>/` and a `stage.json` holding the hash of its recipe
+sections and of its inputs; a stage whose hash is unchanged is skipped on re-run.
+"""
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import logging
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import tensorflow as tf
+import tf_keras
+
+from s2s_qat.atomic import fresh_temp_dir, publish_dir, write_json, write_text
+from s2s_qat.data import build_splits, load_splits, save_splits
+from s2s_qat.models import Seq2SeqCore, TransformerConfig, build_core
+from s2s_qat.recipe import Recipe, dump_resolved
+from s2s_qat.report import build_report, write_report
+from s2s_qat.runtime import KerasBackend
+from s2s_qat.tokenizer import TextCodec, save_tokenizer, train_tokenizer
+from s2s_qat.training import Trainer, cross_entropy_loss, encode_split, make_strategy, save_result
+from s2s_qat.validate import VariantResult, evaluate_variant
+
+log = logging.getLogger("s2s_qat")
+STAGE_FILE = "stage.json"
+
+
+# === Stage bookkeeping ===
+
+def _stage_hash(*parts: str) -> str:
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
+
+
+def stage_is_current(directory: Path, digest: str) -> bool:
+    marker = directory / STAGE_FILE
+    if not marker.is_file():
+        return False
+    try:
+        return json.loads(marker.read_text()).get("hash") == digest
+    except json.JSONDecodeError:
+        return False
+
+
+def mark_stage(directory: Path, digest: str, **info) -> None:
+    write_json(directory / STAGE_FILE, {"hash": digest, **info})
+
+
+def _set_aside(directory: Path) -> None:
+    """Keep an outdated stage's files (nothing is deleted) and start that stage afresh."""
+    if directory.exists():
+        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+        aside = directory.with_name(f"{directory.name}.stale-{stamp}")
+        directory.rename(aside)
+        log.warning("recipe changed: moved %s to %s", directory, aside)
+
+
+# === Stages ===
+
+@dataclass
+class RunPaths:
+    root: Path
+
+    @property
+    def data(self) -> Path: return self.root / "data"
+    @property
+    def tokenizer(self) -> Path: return self.root / "tokenizer"
+    @property
+    def teacher(self) -> Path: return self.root / "teacher"
+    @property
+    def teacher_model(self) -> Path: return self.root / "teacher" / "model"
+
+
+def stage_data(recipe: Recipe, paths: RunPaths) -> str:
+    digest = _stage_hash("data", recipe.section_hash("data"))
+    if stage_is_current(paths.data, digest):
+        log.info("data: unchanged, skipped")
+        return digest
+    splits = build_splits(recipe.data, recipe.seed)
+    tmp = fresh_temp_dir(paths.data)
+    save_splits(splits, tmp)
+    write_json(tmp / STAGE_FILE, {"hash": digest, "rows": {k: len(v) for k, v in splits.items()}})
+    publish_dir(tmp, paths.data)
+    log.info("data: %s", {k: len(v) for k, v in splits.items()})
+    return digest
+
+
+def stage_tokenizer(recipe: Recipe, paths: RunPaths, data_digest: str) -> str:
+    digest = _stage_hash("tokenizer", recipe.section_hash("tokenizer"), data_digest)
+    if stage_is_current(paths.tokenizer, digest):
+        log.info("tokenizer: unchanged, skipped")
+        return digest
+    train = load_splits(paths.data)["train"]
+    texts = (t for row in train for t in (row["source"], row["target"]))
+    tok = train_tokenizer(recipe.tokenizer, texts)
+    save_tokenizer(tok, paths.tokenizer / "tokenizer.json")
+    mark_stage(paths.tokenizer, digest, vocab_size=tok.get_vocab_size())
+    log.info("tokenizer: %d pieces", tok.get_vocab_size())
+    return digest
+
+
+def encode_splits(recipe: Recipe, paths: RunPaths, codec: TextCodec, names=("train", "validation")) -> dict:
+    splits = load_splits(paths.data)
+    m = recipe.model
+    return {n: encode_split(codec, splits[n]["source"], splits[n]["target"], m.source_length, m.target_length)
+            for n in names}
+
+
+def stage_teacher(recipe: Recipe, paths: RunPaths, tok_digest: str, progress: bool = True,
+                  stop_after: int | None = None) -> tuple[str, dict | None]:
+    digest = _stage_hash("teacher", recipe.section_hash("model", "teacher", "train"), tok_digest)
+    if stage_is_current(paths.teacher, digest):
+        log.info("teacher: unchanged, skipped")
+        return digest, json.loads((paths.teacher / "train_result.json").read_text())
+    started_file = paths.teacher / "started.json"
+    if paths.teacher.exists() and (not started_file.is_file()
+                                   or json.loads(started_file.read_text()).get("hash") != digest):
+        _set_aside(paths.teacher)
+    paths.teacher.mkdir(parents=True, exist_ok=True)
+    write_json(started_file, {"hash": digest})
+
+    codec = TextCodec.load(paths.tokenizer)
+    cfg = TransformerConfig.from_recipe(recipe.model, codec.vocab_size)
+    encoded = encode_splits(recipe, paths, codec)
+    strategy = make_strategy(recipe.train.strategy)
+    tf_keras.utils.set_random_seed(recipe.seed)
+    with strategy.scope():
+        core = build_core(cfg)
+    trainer = Trainer(core, recipe.train, encoded["train"], encoded["validation"], paths.teacher, recipe.seed,
+                      loss_fn=cross_entropy_loss(recipe.train.label_smoothing), eval_loss_fn=cross_entropy_loss(0.0),
+                      strategy=strategy, progress=progress)
+    result = trainer.run(stop_after=stop_after)
+    if result.stop_reason == "interrupted":
+        return digest, None
+    save_teacher(core, paths.teacher_model)
+    info = asdict(result) | {"truncated": {n: [e.truncated_sources, e.truncated_targets] for n, e in encoded.items()}}
+    save_result(result, paths.teacher / "train_result.json")
+    mark_stage(paths.teacher, digest, steps=result.steps, best_val_loss=result.best_val_loss)
+    log.info("teacher: %d steps, best validation loss %.4f (%s)", result.steps, result.best_val_loss,
+             result.stop_reason)
+    return digest, info
+
+
+def save_teacher(core: Seq2SeqCore, directory: Path) -> None:
+    tmp = fresh_temp_dir(directory)
+    write_text(tmp / "config.json", core.cfg.to_json())
+    tf.train.Checkpoint(core=core).write(str(tmp / "weights"))
+    publish_dir(tmp, directory)
+
+
+def load_teacher(run_dir: Path) -> tuple[Seq2SeqCore, TextCodec]:
+    paths = RunPaths(Path(run_dir))
+    if not (paths.teacher_model / "config.json").is_file():
+        raise FileNotFoundError(f"{paths.teacher_model} holds no trained teacher (config.json missing); "
+                                f"run `python -m s2s_qat.train RECIPE` first")
+    cfg = TransformerConfig.load(paths.teacher_model / "config.json")
+    core = build_core(cfg)
+    tf.train.Checkpoint(core=core).read(str(paths.teacher_model / "weights")).assert_existing_objects_matched()
+    return core, TextCodec.load(paths.tokenizer)
+
+
+def stage_evaluate(recipe: Recipe, paths: RunPaths, training: dict | None, progress: bool = True) -> dict:
+    core, codec = load_teacher(paths.root)
+    splits = load_splits(paths.data)
+    test = splits["test"]
+    n = len(test) if recipe.eval.max_sentences is None else min(len(test), recipe.eval.max_sentences)
+    sources, references = test["source"][:n], test["target"][:n]
+    variants: list[VariantResult] = []
+    backend = KerasBackend(core)
+    size = int(sum(v.shape.num_elements() * 4 for v in core.weights))
+    fp32, hyps, _ = evaluate_variant("fp32", backend, codec, recipe, sources, references, None, size, progress)
+    variants.append(fp32)
+    data_stats = {"splits": {}}
+    for name in ("train", "validation", "test", "calibration"):
+        enc = encode_split(codec, splits[name]["source"], splits[name]["target"], recipe.model.source_length,
+                           recipe.model.target_length)
+        data_stats["splits"][name] = {"rows": len(enc), "truncated_sources": enc.truncated_sources,
+                                      "truncated_targets": enc.truncated_targets}
+    gates = check_gates(recipe, fp32)
+    examples = [{"source": s, "reference": r, "output": h} for s, r, h in list(zip(sources, references, hyps))[:10]]
+    report = build_report(recipe.name, variants, {"variant": "fp32", "dir": str(paths.teacher_model)}, gates,
+                          data_stats, training, examples)
+    write_report(paths.root, report)
+    return report
+
+
+def check_gates(recipe: Recipe, chosen: VariantResult) -> dict:
+    checks = []
+    if recipe.gates.min_bleu is not None:
+        checks.append({"name": "min_bleu", "value": chosen.bleu, "threshold": recipe.gates.min_bleu,
+                       "passed": chosen.bleu >= recipe.gates.min_bleu})
+    return {"passed": all(c["passed"] for c in checks), "checks": checks}
+
+
+def run_pipeline(recipe: Recipe, run_dir: Path, progress: bool = True, stop_after: int | None = None) -> dict | None:
+    paths = RunPaths(Path(run_dir))
+    paths.root.mkdir(parents=True, exist_ok=True)
+    write_text(paths.root / "recipe.resolved.yaml", dump_resolved(recipe))
+    data_digest = stage_data(recipe, paths)
+    tok_digest = stage_tokenizer(recipe, paths, data_digest)
+    _, training = stage_teacher(recipe, paths, tok_digest, progress=progress, stop_after=stop_after)
+    if training is None:
+        return None
+    return stage_evaluate(recipe, paths, training, progress=progress)

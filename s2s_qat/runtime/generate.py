@@ -1,0 +1,111 @@
+"""The host generation loop (greedy and beam search), written once for every backend."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from s2s_qat.runtime.backend import Seq2SeqBackend, left_pad_prefix
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    bos_id: int
+    eos_id: int
+    pad_id: int
+    max_new_tokens: int
+    beam_size: int = 1
+    length_penalty: float = 1.0
+    no_repeat_ngram_size: int = 0
+
+
+@dataclass(frozen=True)
+class Hypothesis:
+    tokens: tuple[int, ...]  # generated tokens, EOS included when finished, BOS excluded
+    logprob: float
+    finished: bool
+
+
+def log_softmax(x: np.ndarray) -> np.ndarray:
+    x = x.astype(np.float64)
+    m = x.max()
+    return x - m - np.log(np.exp(x - m).sum())
+
+
+def banned_tokens(prefix: list[int], n: int) -> list[int]:
+    """Tokens that would repeat an n-gram already in `prefix` (BOS included)."""
+    if n <= 0 or len(prefix) < n:
+        return []
+    tail = tuple(prefix[len(prefix) - n + 1:])
+    return [prefix[i + n - 1] for i in range(len(prefix) - n + 1) if tuple(prefix[i:i + n - 1]) == tail]
+
+
+def _max_steps(backend: Seq2SeqBackend, settings: GenerationSettings) -> int:
+    # The prefix (BOS + generated) must fit T slots; the token predicted from a full prefix is the last one.
+    return min(settings.max_new_tokens, backend.target_length)
+
+
+def greedy(backend: Seq2SeqBackend, memory, encoder_attention_mask: np.ndarray,
+           settings: GenerationSettings) -> Hypothesis:
+    prefix = [settings.bos_id]
+    logprob = 0.0
+    for _ in range(_max_steps(backend, settings)):
+        ids, mask = left_pad_prefix(prefix, backend.target_length, settings.pad_id)
+        logits = backend.decode_step(ids, mask, memory, encoder_attention_mask)
+        for t in banned_tokens(prefix, settings.no_repeat_ngram_size):
+            logits[t] = -np.inf
+        token = int(np.argmax(logits))
+        logprob += float(log_softmax(logits)[token])
+        prefix.append(token)
+        if token == settings.eos_id:
+            return Hypothesis(tuple(prefix[1:]), logprob, True)
+    return Hypothesis(tuple(prefix[1:]), logprob, False)
+
+
+def _normalized(h: Hypothesis, length_penalty: float) -> float:
+    return h.logprob / (max(len(h.tokens), 1) ** length_penalty)
+
+
+def beam_search(backend: Seq2SeqBackend, memory, encoder_attention_mask: np.ndarray,
+                settings: GenerationSettings) -> Hypothesis:
+    """Beam search with early stopping once `beam_size` hypotheses have finished.
+
+    Each step expands every live beam by its `beam_size` best tokens, keeps the `beam_size` best
+    candidates by total log-probability; candidates ending in EOS move to the finished pool.
+    The result is the finished hypothesis with the best logprob / length**length_penalty.
+    """
+    k = settings.beam_size
+    live = [Hypothesis((), 0.0, False)]
+    finished: list[Hypothesis] = []
+    for _ in range(_max_steps(backend, settings)):
+        candidates: list[Hypothesis] = []
+        for h in live:
+            prefix = [settings.bos_id, *h.tokens]
+            ids, mask = left_pad_prefix(prefix, backend.target_length, settings.pad_id)
+            logp = log_softmax(backend.decode_step(ids, mask, memory, encoder_attention_mask))
+            for t in banned_tokens(prefix, settings.no_repeat_ngram_size):
+                logp[t] = -np.inf
+            for t in np.argsort(-logp, kind="stable")[:k]:
+                if np.isfinite(logp[t]):
+                    candidates.append(Hypothesis((*h.tokens, int(t)), h.logprob + float(logp[t]),
+                                                 int(t) == settings.eos_id))
+        candidates.sort(key=lambda c: -c.logprob)
+        live = []
+        for c in candidates:
+            if c.finished:
+                finished.append(c)
+            elif len(live) < k:
+                live.append(c)
+            if len(live) == k:
+                break
+        if len(finished) >= k or not live:
+            break
+    pool = finished or live
+    return max(pool, key=lambda h: _normalized(h, settings.length_penalty))
+
+
+def generate(backend: Seq2SeqBackend, memory, encoder_attention_mask: np.ndarray,
+             settings: GenerationSettings) -> Hypothesis:
+    if settings.beam_size > 1:
+        return beam_search(backend, memory, encoder_attention_mask, settings)
+    return greedy(backend, memory, encoder_attention_mask, settings)
