@@ -77,6 +77,8 @@ class TnEnCorpus:
         min=0.0,
     )
     carrier_words: tuple[int, int] = _f((2, 8), doc="[min, max] ordinary words around the entities", min=0, max=40)
+    carrier_vocabulary: Literal["basic", "rich"] = _f(
+        "basic", doc="`basic`: ~250 common words; `rich`: adds ~1,500 CLDR display names (territories, languages...)")
 
 
 @dataclass(frozen=True)

@@ -58,7 +58,8 @@ def load_raw(cfg: DataConfig, seed: int) -> dict[str, datasets.Dataset]:
     """Named splits as loaded from the source; missing held-out splits are carved later."""
     if cfg.source == "builtin":
         t = cfg.tn_en
-        rows = list(generate_corpus(seed, t.num_examples, t.classes, t.min_entities, t.max_entities, t.carrier_words))
+        rows = list(generate_corpus(seed, t.num_examples, t.classes, t.min_entities, t.max_entities, t.carrier_words,
+                                   t.carrier_vocabulary))
         return {"train": datasets.Dataset.from_list(rows)}
     if cfg.source == "files":
         out = {"train": _to_pairs(_load_file(cfg.files.train), cfg, cfg.files.train)}
@@ -82,18 +83,17 @@ def build_splits(cfg: DataConfig, seed: int) -> datasets.DatasetDict:
     sizes = cfg.splits
     train = raw["train"].filter(lambda r: bool(r["source"].strip()) and bool(r["target"].strip()))
     train = train.shuffle(seed=seed)
-    carved: dict[str, datasets.Dataset] = {}
-    start = 0
-    for split in ("validation", "test", "calibration"):
-        if split in raw:
-            carved[split] = raw[split]
-            continue
-        n = getattr(sizes, split)
-        carved[split] = train.select(range(start, min(start + n, len(train))))
-        start += n
-    if start >= len(train):
+    to_carve = [split for split in ("validation", "test", "calibration") if split not in raw]
+    held_out = sum(getattr(sizes, split) for split in to_carve)
+    if held_out >= len(train):
         raise DataError(f"the corpus has {len(train)} usable rows, not enough for held-out splits of "
-                        f"{start} rows (data.splits) plus a training split")
+                        f"{held_out} rows (data.splits) plus a training split")
+    carved: dict[str, datasets.Dataset] = {split: raw[split] for split in raw if split != "train"}
+    start = 0
+    for split in to_carve:
+        n = getattr(sizes, split)
+        carved[split] = train.select(range(start, start + n))
+        start += n
     carved["train"] = train.select(range(start, len(train)))
     return datasets.DatasetDict({s: carved[s] for s in SPLITS})
 

@@ -6,6 +6,7 @@ students later supply their own loss through `loss_fn`).
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import time
 from dataclasses import asdict, dataclass
@@ -23,6 +24,7 @@ from s2s_qat.training.batches import BatchOrder, EncodedSplit
 from s2s_qat.training.losses import label_smoothed_nll
 from s2s_qat.training.schedule import WarmupSchedule
 
+log = logging.getLogger("s2s_qat")
 LossFn = Callable[[Seq2SeqCore, dict, bool], tf.Tensor]
 EVAL_BATCH = 256
 
@@ -197,6 +199,8 @@ class Trainer:
             self._save_best()
         else:
             self.bad_evals.assign_add(1)
+        log.info("step %d: validation loss %.4f (best %.4f at step %d)", step, val, float(self.best_val.numpy()),
+                 int(self.best_step.numpy()))
         if self.cfg.early_stopping_patience and int(self.bad_evals.numpy()) >= self.cfg.early_stopping_patience:
             return "early_stopping"
         if self.cfg.max_minutes is not None and time.monotonic() - started > 60 * self.cfg.max_minutes:
