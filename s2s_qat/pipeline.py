@@ -128,6 +128,8 @@ def stage_teacher(recipe: Recipe, paths: RunPaths, tok_digest: str, progress: bo
     encoded = encode_splits(recipe, paths, codec)
     strategy = make_strategy(recipe.train.strategy)
     tf_keras.utils.set_random_seed(recipe.seed)
+    if recipe.train.deterministic:
+        tf.config.experimental.enable_op_determinism()
     with strategy.scope():
         core = build_core(cfg)
     trainer = Trainer(core, recipe.train, encoded["train"], encoded["validation"], paths.teacher, recipe.seed,
@@ -163,29 +165,42 @@ def load_teacher(run_dir: Path) -> tuple[Seq2SeqCore, TextCodec]:
     return core, TextCodec.load(paths.tokenizer)
 
 
-def stage_evaluate(recipe: Recipe, paths: RunPaths, training: dict | None, progress: bool = True) -> dict:
+def stage_evaluate(recipe: Recipe, paths: RunPaths, teacher_digest: str, training: dict | None,
+                   progress: bool = True) -> dict:
+    """Evaluate the ladder variants (FP32 for now) on the test split; results are cached in `eval/`."""
+    digest = _stage_hash("eval", recipe.section_hash("runtime", "eval", "ladder"), teacher_digest)
+    cache = paths.root / "eval"
+    if stage_is_current(cache, digest):
+        log.info("evaluation: unchanged, skipped")
+        cached = json.loads((cache / "results.json").read_text())
+    else:
+        cached = _evaluate_fp32(recipe, paths, progress)
+        write_json(cache / "results.json", cached)
+        mark_stage(cache, digest)
+    fp32 = VariantResult(**cached["variants"][0])
+    report = build_report(recipe.name, [fp32], {"variant": "fp32", "dir": str(paths.teacher_model)},
+                          check_gates(recipe, fp32), cached["data"], training, cached["examples"])
+    write_report(paths.root, report)
+    return report
+
+
+def _evaluate_fp32(recipe: Recipe, paths: RunPaths, progress: bool) -> dict:
     core, codec = load_teacher(paths.root)
     splits = load_splits(paths.data)
     test = splits["test"]
     n = len(test) if recipe.eval.max_sentences is None else min(len(test), recipe.eval.max_sentences)
     sources, references = test["source"][:n], test["target"][:n]
-    variants: list[VariantResult] = []
-    backend = KerasBackend(core)
     size = int(sum(v.shape.num_elements() * 4 for v in core.weights))
-    fp32, hyps, _ = evaluate_variant("fp32", backend, codec, recipe, sources, references, None, size, progress)
-    variants.append(fp32)
+    fp32, hyps, _ = evaluate_variant("fp32", KerasBackend(core), codec, recipe, sources, references, None, size,
+                                     progress)
     data_stats = {"splits": {}}
     for name in ("train", "validation", "test", "calibration"):
         enc = encode_split(codec, splits[name]["source"], splits[name]["target"], recipe.model.source_length,
                            recipe.model.target_length)
         data_stats["splits"][name] = {"rows": len(enc), "truncated_sources": enc.truncated_sources,
                                       "truncated_targets": enc.truncated_targets}
-    gates = check_gates(recipe, fp32)
     examples = [{"source": s, "reference": r, "output": h} for s, r, h in list(zip(sources, references, hyps))[:10]]
-    report = build_report(recipe.name, variants, {"variant": "fp32", "dir": str(paths.teacher_model)}, gates,
-                          data_stats, training, examples)
-    write_report(paths.root, report)
-    return report
+    return {"variants": [fp32.as_dict()], "data": data_stats, "examples": examples}
 
 
 def check_gates(recipe: Recipe, chosen: VariantResult) -> dict:
@@ -202,7 +217,7 @@ def run_pipeline(recipe: Recipe, run_dir: Path, progress: bool = True, stop_afte
     write_text(paths.root / "recipe.resolved.yaml", dump_resolved(recipe))
     data_digest = stage_data(recipe, paths)
     tok_digest = stage_tokenizer(recipe, paths, data_digest)
-    _, training = stage_teacher(recipe, paths, tok_digest, progress=progress, stop_after=stop_after)
+    teacher_digest, training = stage_teacher(recipe, paths, tok_digest, progress=progress, stop_after=stop_after)
     if training is None:
         return None
-    return stage_evaluate(recipe, paths, training, progress=progress)
+    return stage_evaluate(recipe, paths, teacher_digest, training, progress=progress)

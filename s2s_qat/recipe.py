@@ -95,7 +95,7 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class TokenizerConfig:
-    type: Literal["unigram", "bpe"] = _f("unigram", doc="subword model trained with Hugging Face `tokenizers`")
+    type: Literal["bpe", "unigram"] = _f("bpe", doc="subword model trained with Hugging Face `tokenizers` (BPE training is deterministic; Unigram training is not)")
     vocab_size: int = _f(1000, doc="target vocabulary size including the 4 special tokens", min=16, max=262144)
     shared: Literal[True] = _f(True, doc="one vocabulary for source and target (separate vocabularies are not supported yet)")
     split_digits: bool = _f(True, doc="split every digit into its own piece (helps number reading)")
@@ -148,6 +148,7 @@ class TrainConfig:
     log_every: int = _f(50, doc="steps between TensorBoard scalars", min=1)
     max_minutes: float | None = _f(None, doc="wall-clock budget for this training; stops at the next evaluation after it", min_exclusive=0.0)
     strategy: Literal["none", "mirrored", "multi_worker"] = _f("none", doc="tf.distribute strategy")
+    deterministic: bool = _f(True, doc="TensorFlow op determinism: same recipe and seed, same weights (about 10% slower)")
 
 
 @dataclass(frozen=True)
@@ -389,6 +390,8 @@ def _cross_checks(recipe: Recipe) -> list[tuple[str, str]]:
         problems.append(("data.hub.name", "got null; expected a dataset id when data.source is \"hub\""))
     if d.source == "files" and not d.files.train:
         problems.append(("data.files.train", "got null; expected a file path when data.source is \"files\""))
+    if recipe.teacher.source == "train" and recipe.teacher.path is not None:
+        problems.append(("teacher.path", f"got {_show(recipe.teacher.path)}; expected null when teacher.source is \"train\""))
     rt = recipe.runtime
     if rt.max_new_tokens is not None and rt.max_new_tokens > m.target_length:
         problems.append(("runtime.max_new_tokens", f"got {rt.max_new_tokens}; expected <= model.target_length ({m.target_length})"))

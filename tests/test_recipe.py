@@ -35,6 +35,8 @@ MALFORMED = {
                                 "runtime.max_new_tokens: got 9; expected <= model.target_length (8)"),
     "carrier_range_order": ({"name": "x", "data": {"tn_en": {"carrier_words": [5, 2]}}},
                             "data.tn_en.carrier_words: got [5, 2]; expected values in non-decreasing order"),
+    "path_with_trained_teacher": ({"name": "x", "teacher": {"path": "ckpt/"}},
+                                  'teacher.path: got "ckpt/"; expected null when teacher.source is "train"'),
     "top_level_not_mapping": (["name", "x"], "<top level>: got ['name', 'x']; expected a mapping of keys"),
 }
 

@@ -147,12 +147,9 @@ def gen_time(rng: random.Random) -> tuple[str, str]:
 
 
 def gen_percent(rng: random.Random) -> tuple[str, str]:
-    if rng.random() < 0.5:
-        value = f"{rng.randint(0, 100)}"
-    else:
-        value = f"{rng.randint(0, 99)}.{rng.randint(0, 9)}"
-    written = format_percent(float(value) / 100, format="#,##0.#%", locale=LOCALE)
-    return _clean_written(written), f"{say_decimal(value)} percent"
+    value = rng.randint(0, 100) if rng.random() < 0.5 else rng.randint(0, 999) / 10
+    written = _clean_written(format_percent(value / 100, format="#,##0.#%", locale=LOCALE))
+    return written, f"{say_decimal(written.rstrip('%'))} percent"  # read what is written ("49%", not "49.0")
 
 
 _UNITS = (
