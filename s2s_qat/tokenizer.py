@@ -17,6 +17,9 @@ from s2s_qat.recipe import TokenizerConfig
 
 PAD, BOS, EOS, UNK = "<pad>", "<s>", "</s>", "<unk>"
 SPECIAL_TOKENS = (PAD, BOS, EOS, UNK)
+# Every printable ASCII character plus common written-form symbols is in the vocabulary even when the
+# training text lacks it, so ordinary unseen text never turns into <unk>.
+BASE_ALPHABET = [chr(c) for c in range(33, 127)] + list("£€¥°′″▁")
 PAD_ID, BOS_ID, EOS_ID, UNK_ID = 0, 1, 2, 3
 
 
@@ -25,11 +28,12 @@ def train_tokenizer(cfg: TokenizerConfig, texts: Iterable[str]) -> Tokenizer:
     if cfg.type == "unigram":
         model = models.Unigram()
         trainer = trainers.UnigramTrainer(vocab_size=cfg.vocab_size, special_tokens=list(SPECIAL_TOKENS),
-                                          unk_token=UNK, show_progress=False)
+                                          unk_token=UNK, initial_alphabet=BASE_ALPHABET, show_progress=False)
     else:
         model = models.BPE(unk_token=UNK)
         trainer = trainers.BpeTrainer(vocab_size=cfg.vocab_size, special_tokens=list(SPECIAL_TOKENS),
-                                      min_frequency=cfg.min_frequency, show_progress=False)
+                                      min_frequency=cfg.min_frequency, initial_alphabet=BASE_ALPHABET,
+                                      show_progress=False)
     tok = Tokenizer(model)
     norms = [normalizers.NFKC()] + ([normalizers.Lowercase()] if cfg.lowercase else [])
     tok.normalizer = normalizers.Sequence(norms)

@@ -1,7 +1,10 @@
 """End to end on a tiny recipe: train, skip unchanged stages, resume, report, translate CLI, reproducibility."""
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -19,7 +22,7 @@ TINY_RECIPE = {
     "seed": 5,
     "data": {"tn_en": {"num_examples": 1400, "classes": {"year": 1.0, "ordinal": 1.0}, "carrier_words": [0, 2]},
              "splits": {"validation": 60, "test": 60, "calibration": 20}},
-    "tokenizer": {"vocab_size": 120},
+    "tokenizer": {"vocab_size": 200},
     "model": {"d_model": 48, "encoder_layers": 1, "decoder_layers": 1, "attention_heads": 2, "ffn_dim": 96,
               "dropout": 0.0, "source_length": 16, "target_length": 20},
     "train": {"batch_size": 32, "max_steps": 600, "learning_rate": 0.005, "warmup_steps": 50, "eval_every": 200,
@@ -30,12 +33,18 @@ TINY_RECIPE = {
 MIN_BLEU = 40.0
 
 
+def _train_command(recipe_file: Path, run_dir: Path) -> list[str]:
+    return [sys.executable, "-m", "s2s_qat.train", str(recipe_file), "--run-dir", str(run_dir), "--no-progress"]
+
+
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
+    """The real command in a fresh process, as a user runs it."""
     run_dir = tmp_path_factory.mktemp("runs") / "tiny"
     recipe_file = run_dir.parent / "tiny.yaml"
     recipe_file.write_text(yaml.safe_dump(TINY_RECIPE))
-    assert train_cli.main([str(recipe_file), "--run-dir", str(run_dir), "--no-progress"]) == 0
+    proc = subprocess.run(_train_command(recipe_file, run_dir), capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
     return recipe_file, run_dir
 
 
@@ -102,12 +111,30 @@ def test_gate_failure_exits_1_with_report_written(tiny_run, tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_interrupted_pipeline_resumes_and_same_seed_gives_same_bleu(tiny_run, tmp_path):
+def test_killed_training_resumes_and_same_seed_gives_same_bleu(tiny_run, tmp_path):
+    """Kill -9 the command after its first checkpoint, run it again: it resumes and lands on the same BLEU."""
     recipe_file, run_dir = tiny_run
+    again = tmp_path / "again"
+    proc = subprocess.Popen(_train_command(recipe_file, again), cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    first_ckpt = again / "teacher" / "ckpt" / "ckpt-200.index"
+    deadline = time.monotonic() + 300
+    while not first_ckpt.is_file() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert first_ckpt.is_file() and not (again / "report.json").exists()
+    done = subprocess.run(_train_command(recipe_file, again), capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads((again / "report.json").read_text())
+    first = json.loads((run_dir / "report.json").read_text())
+    assert report["training"]["resumed_from"] in (200, 400)
+    assert report["variants"][0]["bleu"] == pytest.approx(first["variants"][0]["bleu"], abs=0.5)
+
+
+@pytest.mark.slow
+def test_interrupt_saves_a_checkpoint_at_the_current_step(tmp_path):
     recipe = parse_recipe(TINY_RECIPE)
-    assert run_pipeline(recipe, tmp_path / "again", progress=False, stop_after=200) is None
-    assert (tmp_path / "again" / "teacher" / "ckpt" / "ckpt-200.index").is_file()
-    report = run_pipeline(recipe, tmp_path / "again", progress=False)
-    first = json.loads((run_dir / "report.json").read_text())["variants"][0]["bleu"]
-    assert report["variants"][0]["bleu"] == pytest.approx(first, abs=0.5)
-    assert report["training"]["resumed_from"] == 200
+    assert run_pipeline(recipe, tmp_path / "run", progress=False, stop_after=130) is None
+    assert (tmp_path / "run" / "teacher" / "ckpt" / "ckpt-130.index").is_file()
+    assert not (tmp_path / "run" / "teacher" / "model").exists()
