@@ -139,12 +139,11 @@ def stage_teacher(recipe: Recipe, paths: RunPaths, tok_digest: str, progress: bo
     if result.stop_reason == "interrupted":
         return digest, None
     save_teacher(core, paths.teacher_model)
-    info = asdict(result) | {"truncated": {n: [e.truncated_sources, e.truncated_targets] for n, e in encoded.items()}}
     save_result(result, paths.teacher / "train_result.json")
     mark_stage(paths.teacher, digest, steps=result.steps, best_val_loss=result.best_val_loss)
     log.info("teacher: %d steps, best validation loss %.4f (%s)", result.steps, result.best_val_loss,
              result.stop_reason)
-    return digest, info
+    return digest, asdict(result)
 
 
 def save_teacher(core: Seq2SeqCore, directory: Path) -> None:

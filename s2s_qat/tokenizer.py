@@ -6,7 +6,7 @@ Sources are encoded as `pieces + EOS`; targets as `pieces + EOS` (labels) and `B
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
@@ -53,13 +53,6 @@ def train_tokenizer(cfg: TokenizerConfig, texts: Iterable[str]) -> Tokenizer:
 class Encoded:
     ids: list[int]
     truncated: bool
-
-
-@dataclass
-class TruncationCounter:
-    source: int = 0
-    target: int = 0
-    seen: dict[str, int] = field(default_factory=lambda: {"source": 0, "target": 0})
 
 
 class TextCodec:

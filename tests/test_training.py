@@ -94,3 +94,16 @@ def test_early_stopping(tmp_path):
     result = _trainer(core, tmp_path, cfg).run()
     assert result.stop_reason == "early_stopping"
     assert result.steps < 200
+
+
+def test_mirrored_strategy_trains(tmp_path):
+    """The same loop under tf.distribute.MirroredStrategy (one CPU replica here)."""
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0"])
+    with strategy.scope():
+        core = tiny_core(seed=5)
+    trainer = Trainer(core, dataclasses.replace(CFG, max_steps=20), _copy_task(256, 0), _copy_task(64, 1), tmp_path,
+                      seed=3, loss_fn=cross_entropy_loss(0.1), eval_loss_fn=cross_entropy_loss(0.0),
+                      strategy=strategy, progress=False)
+    before = trainer.validation_loss()
+    result = trainer.run()
+    assert result.steps == 20 and result.best_val_loss < 0.95 * before

@@ -10,7 +10,16 @@ from s2s_qat.models.layers import (Attention, FeedForward, LayerNorm, PositionEm
                                    causal_bias, embed_scale, mask_bias)
 
 
-class EncoderBlock(tf_keras.layers.Layer):
+class _Block(tf_keras.layers.Layer):
+    """Residual sub-layer wiring shared by encoder and decoder blocks (pre- or post-LayerNorm)."""
+
+    def _sublayer(self, x, norm, fn, training, reference):
+        h = norm(x, reference=reference) if self.pre else x
+        x = x + self.dropout(fn(h), training=training)
+        return x if self.pre else norm(x, reference=reference)
+
+
+class EncoderBlock(_Block):
     def __init__(self, cfg: TransformerConfig, **kwargs):
         super().__init__(**kwargs)
         self.pre = cfg.normalize_before
@@ -21,18 +30,12 @@ class EncoderBlock(tf_keras.layers.Layer):
         self.dropout = tf_keras.layers.Dropout(cfg.dropout)
 
     def call(self, x, bias, training=False, reference=False):
-        h = self.self_attn_layer_norm(x, reference=reference) if self.pre else x
-        x = x + self.dropout(self.self_attn(h, h, bias, training=training), training=training)
-        if not self.pre:
-            x = self.self_attn_layer_norm(x, reference=reference)
-        h = self.final_layer_norm(x, reference=reference) if self.pre else x
-        x = x + self.dropout(self.ffn(h, training=training), training=training)
-        if not self.pre:
-            x = self.final_layer_norm(x, reference=reference)
-        return x
+        x = self._sublayer(x, self.self_attn_layer_norm, lambda h: self.self_attn(h, h, bias, training=training),
+                           training, reference)
+        return self._sublayer(x, self.final_layer_norm, lambda h: self.ffn(h, training=training), training, reference)
 
 
-class DecoderBlock(tf_keras.layers.Layer):
+class DecoderBlock(_Block):
     def __init__(self, cfg: TransformerConfig, **kwargs):
         super().__init__(**kwargs)
         self.pre = cfg.normalize_before
@@ -43,11 +46,6 @@ class DecoderBlock(tf_keras.layers.Layer):
         self.ffn = FeedForward(cfg.d_model, cfg.ffn_dim, cfg.activation, cfg.dropout, name="ffn")
         self.final_layer_norm = LayerNorm(cfg.layer_norm_eps, name="final_layer_norm")
         self.dropout = tf_keras.layers.Dropout(cfg.dropout)
-
-    def _sublayer(self, x, norm, fn, training, reference):
-        h = norm(x, reference=reference) if self.pre else x
-        x = x + self.dropout(fn(h), training=training)
-        return x if self.pre else norm(x, reference=reference)
 
     def call(self, x, self_bias, memory, cross_bias, training=False, reference=False):
         x = self._sublayer(x, self.self_attn_layer_norm,
