@@ -1,0 +1,47 @@
+"""TFLite conversion of one deployment graph in one numeric mode.
+
+Modes: `float` (FP32), `dynamic` (dynamic-range: int8 weights, float activations), `int8` (full-INT8 PTQ:
+TFLITE_BUILTINS_INT8, int8 activations, int8 float-typed inputs/outputs, int32 ids and masks untouched),
+`int16x8` (int16 activations, int8 weights; float I/O).
+"""
+from __future__ import annotations
+
+from typing import Callable, Iterable
+
+import tensorflow as tf
+import tf_keras
+
+MODES = ("float", "dynamic", "int8", "int16x8")
+Representative = Callable[[], Iterable[dict]]
+
+
+def _concrete_function(model: tf_keras.Model):
+    specs = [tf.TensorSpec(t.shape, t.dtype, name=t.name.split(":")[0]) for t in model.inputs]
+    names = [s.name for s in specs]
+
+    @tf.function(input_signature=specs)
+    def serve(*args):
+        return model(dict(zip(names, args)))
+
+    return serve.get_concrete_function()
+
+
+def convert(model: tf_keras.Model, mode: str, representative: Representative | None = None) -> bytes:
+    """Convert a deployment graph (`build_encoder` / `build_decoder_step`) to a .tflite flatbuffer."""
+    if mode not in MODES:
+        raise ValueError(f"export mode {mode!r} is not supported; allowed: {', '.join(MODES)}")
+    if mode in ("int8", "int16x8") and representative is None:
+        raise ValueError(f"export mode {mode!r} needs a representative (calibration) dataset")
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([_concrete_function(model)], model)
+    if mode != "float":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if mode == "int8":
+        converter.representative_dataset = representative
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.inference_input_type = tf.int8   # applies to float inputs only (encoder_hidden_states)
+        converter.inference_output_type = tf.int8
+    elif mode == "int16x8":
+        converter.representative_dataset = representative
+        converter.target_spec.supported_ops = [
+            tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
+    return converter.convert()
