@@ -27,13 +27,16 @@ def flags(inv: OpInventory) -> list[str]:
     return out
 
 
+def _tensor_line(t: dict) -> str:
+    quant = f" scale={t['scale'][0]:.6g} zero_point={t['zero_point'][0]}" if t["scale"] else ""
+    return f"  {t['signature_name']:<24} {t['dtype']:<8} {t['shape']}{quant}"
+
+
 def render(path: str, inv: OpInventory) -> str:
     lines = [f"{path}", "inputs:"]
-    lines += [f"  {t['name']:<40} {t['dtype']:<8} {t['shape']} scale={t['scale'][:1]} zp={t['zero_point'][:1]}"
-              for t in inv.inputs]
+    lines += [_tensor_line(t) for t in inv.inputs]
     lines.append("outputs:")
-    lines += [f"  {t['name']:<40} {t['dtype']:<8} {t['shape']} scale={t['scale'][:1]} zp={t['zero_point'][:1]}"
-              for t in inv.outputs]
+    lines += [_tensor_line(t) for t in inv.outputs]
     lines.append("ops:")
     lines += [f"  {name:<24} {n}" for name, n in sorted(inv.op_counts.items(), key=lambda kv: (-kv[1], kv[0]))]
     lines.append("activation dtypes: " + ", ".join(f"{k} {v}" for k, v in sorted(inv.activation_dtypes.items())))

@@ -120,3 +120,67 @@ def test_inspect_cli(tiny, tmp_path, capsys):
     assert inspect_cli.main([str(text)]) == 2
     assert "is not a TFLite model" in capsys.readouterr().err
     assert inspect_cli.main([str(tmp_path / "missing.tflite")]) == 2
+
+
+@pytest.fixture(scope="module")
+def codec_and_core(tmp_path_factory):
+    from s2s_qat.data import generate_corpus
+    from s2s_qat.recipe import parse_recipe
+    from s2s_qat.tokenizer import TextCodec, save_tokenizer, train_tokenizer
+
+    rows = list(generate_corpus(3, 300, {"year": 1.0, "ordinal": 1.0}, 1, 1, (0, 2)))
+    tok = train_tokenizer(parse_recipe({"name": "x", "tokenizer": {"vocab_size": 150}}).tokenizer,
+                          (t for r in rows for t in (r["source"], r["target"])))
+    path = tmp_path_factory.mktemp("tok") / "tokenizer.json"
+    save_tokenizer(tok, path)
+    codec = TextCodec.load(path)
+    core = tiny_core(seed=8, vocab_size=codec.vocab_size, source_length=12, target_length=12,
+                     max_position_embeddings=12)
+    return codec, core, rows, path
+
+
+def test_calibration_sets(codec_and_core):
+    from s2s_qat.export.calibration import generation_state_calibration, naive_calibration
+
+    codec, core, rows, _ = codec_and_core
+    keras = KerasBackend(core)
+    sources = [r["source"] for r in rows[:6]]
+    naive = naive_calibration(keras, codec, sources)
+    assert len(naive.encoder) == len(naive.decoder) == 6
+    assert all(r["decoder_attention_mask"].sum() == 1 and r["decoder_input_ids"][0, -1] == codec.bos_id
+               for r in naive.decoder)
+    teacher = [[9, 10, 11, 12, 13, 14, 15, 16]] * 6
+    gen = generation_state_calibration(keras, codec, sources, [r["target"] for r in rows[:6]], teacher, k=5)
+    assert len(gen.encoder) == 6 and len(gen.decoder) == 30
+    lengths = [int(r["decoder_attention_mask"].sum()) for r in gen.decoder[:5]]
+    assert lengths[0] == 1 and max(lengths) > 3  # BOS only ... near the end
+    assert gen.decoder[1]["decoder_input_ids"][0, -lengths[1]] == codec.bos_id
+    memory = np.asarray(keras.encode(gen.encoder[0]["input_ids"], gen.encoder[0]["attention_mask"]))
+    np.testing.assert_allclose(gen.decoder[0]["encoder_hidden_states"], memory, atol=1e-6)
+
+
+def test_artifacts_and_manifest(codec_and_core, tmp_path):
+    import hashlib
+    import json
+
+    from s2s_qat.export.calibration import naive_calibration
+    from s2s_qat.export.manifest import build_manifest, write_artifacts
+
+    codec, core, rows, tok_path = codec_and_core
+    calib = naive_calibration(KerasBackend(core), codec, [r["source"] for r in rows[:16]])
+    enc_q = convert(build_encoder(core), "int8", lambda: iter(calib.encoder))
+    dec_q = convert(build_decoder_step(core), "int8", lambda: iter(calib.decoder))
+    manifest = build_manifest(enc_q, dec_q, codec, "int8", "abc")
+    write_artifacts(tmp_path / "artifacts", enc_q, dec_q, tok_path, manifest)
+    written = json.loads((tmp_path / "artifacts" / "manifest.json").read_text())
+    assert written == json.loads(json.dumps(manifest))
+    for kind in ("encoder", "decoder_step"):
+        blob = (tmp_path / "artifacts" / f"{kind}.tflite").read_bytes()
+        assert written["graphs"][kind]["sha256"] == hashlib.sha256(blob).hexdigest()
+        assert written["graphs"][kind]["float_ops"] == 0
+    b = written["boundary"]
+    assert b["encoder_output"]["dtype"] == b["decoder_input"]["dtype"] == "INT8"
+    assert b["identity"] == (b["encoder_output"] == b["decoder_input"])
+    assert written["special_tokens"] == {"pad": 0, "bos": 1, "eos": 2, "unk": 3}
+    assert written["graphs"]["decoder_step"]["inputs"]["decoder_input_ids"]["dtype"] == "INT32"
+    assert (tmp_path / "artifacts" / "tokenizer.json").read_bytes() == tok_path.read_bytes()

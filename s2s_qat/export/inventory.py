@@ -48,7 +48,11 @@ def read_model(data: bytes, where: str = "<bytes>") -> schema.ModelT:
 def inventory(data: bytes, where: str = "<bytes>") -> OpInventory:
     model = read_model(data, where)
     inv = OpInventory()
-    for graph in model.subgraphs or []:
+    signature_names: dict[tuple[int, int], str] = {}  # (subgraph, tensor index) -> signature input/output name
+    for sig in model.signatureDefs or []:
+        for entry in list(sig.inputs or []) + list(sig.outputs or []):
+            signature_names[(sig.subgraphIndex, entry.tensorIndex)] = _name(entry.name)
+    for g, graph in enumerate(model.subgraphs or []):
         tensors = graph.tensors or []
 
         def is_constant(i: int) -> bool:
@@ -88,7 +92,8 @@ def inventory(data: bytes, where: str = "<bytes>") -> OpInventory:
             q = t.quantization
             scale = [float(x) for x in q.scale] if q is not None and q.scale is not None else []
             zero = [int(x) for x in q.zeroPoint] if q is not None and q.zeroPoint is not None else []
-            return {"name": _name(t.name), "dtype": _TYPE_NAMES.get(t.type, "?"),
+            return {"name": _name(t.name), "signature_name": signature_names.get((g, i), _name(t.name)),
+                    "dtype": _TYPE_NAMES.get(t.type, "?"),
                     "shape": [int(d) for d in (t.shape if t.shape is not None else [])],
                     "scale": scale, "zero_point": zero}
 
