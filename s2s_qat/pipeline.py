@@ -25,6 +25,7 @@ from s2s_qat.runtime import KerasBackend
 from s2s_qat.tokenizer import TextCodec, save_tokenizer, train_tokenizer
 from s2s_qat.training import Trainer, cross_entropy_loss, encode_split, make_strategy, save_result
 from s2s_qat.validate import VariantResult, evaluate_variant
+from s2s_qat.validate.ladder import evaluate_in_child, export_rungs, save_fp32_first_logits
 
 log = logging.getLogger("s2s_qat")
 STAGE_FILE = "stage.json"
@@ -173,25 +174,27 @@ def stage_evaluate(recipe: Recipe, paths: RunPaths, teacher_digest: str, trainin
         log.info("evaluation: unchanged, skipped")
         cached = json.loads((cache / "results.json").read_text())
     else:
-        cached = _evaluate_fp32(recipe, paths, progress)
+        cached = _evaluate_variants(recipe, paths, progress)
         write_json(cache / "results.json", cached)
         mark_stage(cache, digest)
-    fp32 = VariantResult(**cached["variants"][0])
-    report = build_report(recipe.name, [fp32], {"variant": "fp32", "dir": str(paths.teacher_model)},
+    variants = [VariantResult(**v) for v in cached["variants"]]
+    fp32 = variants[0]
+    report = build_report(recipe.name, variants, {"variant": "fp32", "dir": str(paths.teacher_model)},
                           check_gates(recipe, fp32), cached["data"], training, cached["examples"])
     write_report(paths.root, report)
     return report
 
 
-def _evaluate_fp32(recipe: Recipe, paths: RunPaths, progress: bool) -> dict:
+def _evaluate_variants(recipe: Recipe, paths: RunPaths, progress: bool) -> dict:
     core, codec = load_teacher(paths.root)
     splits = load_splits(paths.data)
     test = splits["test"]
     n = len(test) if recipe.eval.max_sentences is None else min(len(test), recipe.eval.max_sentences)
     sources, references = test["source"][:n], test["target"][:n]
     size = int(sum(v.shape.num_elements() * 4 for v in core.weights))
-    fp32, hyps, _ = evaluate_variant("fp32", KerasBackend(core), codec, recipe, sources, references, None, size,
-                                     progress)
+    fp32, hyps, fp32_logits = evaluate_variant("fp32", KerasBackend(core), codec, recipe, sources, references, None,
+                                               size, progress)
+    variants = [fp32] + _ladder(recipe, paths, core, codec, splits, fp32_logits, progress)
     data_stats = {"splits": {}}
     for name in ("train", "validation", "test", "calibration"):
         enc = encode_split(codec, splits[name]["source"], splits[name]["target"], recipe.model.source_length,
@@ -199,7 +202,32 @@ def _evaluate_fp32(recipe: Recipe, paths: RunPaths, progress: bool) -> dict:
         data_stats["splits"][name] = {"rows": len(enc), "truncated_sources": enc.truncated_sources,
                                       "truncated_targets": enc.truncated_targets}
     examples = [{"source": s, "reference": r, "output": h} for s, r, h in list(zip(sources, references, hyps))[:10]]
-    return {"variants": [fp32.as_dict()], "data": data_stats, "examples": examples}
+    return {"variants": [v.as_dict() for v in variants], "data": data_stats, "examples": examples}
+
+
+def _ladder(recipe: Recipe, paths: RunPaths, core: Seq2SeqCore, codec: TextCodec, splits, fp32_logits,
+            progress: bool) -> list[VariantResult]:
+    """Export and evaluate the TFLite rungs of the ladder, each in its own child process."""
+    names = [n for n in recipe.ladder.variants if n != "fp32"]
+    if not names:
+        return []
+    ladder_dir = paths.root / "ladder"
+    save_fp32_first_logits(paths.root, fp32_logits)
+    calib = splits["calibration"]
+    exported = export_rungs(core, codec, recipe, calib["source"], calib["target"], names, ladder_dir, progress)
+    results = []
+    for name in names:
+        info = exported[name]
+        if "error" in info:
+            results.append(VariantResult(name=name, status="failed", error=info["error"]))
+            continue
+        result = evaluate_in_child(name, paths.root, ladder_dir / name)
+        for key in ("float_ops", "quantize_ops", "op_counts", "size_bytes"):
+            setattr(result, key, info[key])
+        write_json(ladder_dir / name / "metrics.json", result.as_dict())
+        log.info("%s: %s", name, f"BLEU {result.bleu:.2f}" if result.status == "ok" else result.error)
+        results.append(result)
+    return results
 
 
 def check_gates(recipe: Recipe, chosen: VariantResult) -> dict:

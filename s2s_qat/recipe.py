@@ -166,12 +166,16 @@ class EvalConfig:
     sensitivity_sources: int = _f(32, doc="sources whose first-step logits are compared pairwise (source sensitivity)", min=2)
 
 
-LADDER_VARIANTS = ("fp32",)  # grows with the export work (DESIGN section 7)
+LADDER_VARIANTS = ("fp32", "float-tflite", "dynamic-range", "ptq-int8-naive", "ptq-int8", "int16x8",
+                   "int8-enc+fp32-dec", "fp32-enc+int8-dec")  # QAT and student variants come later
 
 
 @dataclass(frozen=True)
 class LadderConfig:
-    variants: tuple[str, ...] = _f(LADDER_VARIANTS, doc="variants evaluated and reported", choices=LADDER_VARIANTS)
+    variants: tuple[str, ...] = _f(("fp32",), doc="variants evaluated and reported (fp32 always runs first)",
+                                   choices=LADDER_VARIANTS)
+    calibration_sources: int = _f(200, doc="N: calibration sources for PTQ (taken from the calibration split)", min=1)
+    calibration_prefixes: int = _f(5, doc="K: decoder prefixes per source for generation-state calibration", min=1, max=16)
 
 
 def _disabled_stage(doc: str) -> Any:

@@ -39,6 +39,9 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 130
     for v in report["variants"]:
+        if v["status"] != "ok":
+            print(f"{v['name']}: {v['status']}: {v['error']}")
+            continue
         print(f"{v['name']}: BLEU {v['bleu']:.2f}  chrF {v['chrf']:.2f}  exact {v['exact_match']:.1f}%  "
               f"pair cosine {v['source_sensitivity']['pair_cosine']:.3f}")
     print(f"report: {run_dir / 'report.md'}")
