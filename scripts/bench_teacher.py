@@ -1,4 +1,4 @@
-"""Run (or resume) a recipe's pipeline and record its FP32 teacher numbers in benchmarks/<name>.json.
+"""Run (or resume) a recipe's pipeline and record its teacher and ladder numbers in benchmarks/<name>.json.
 
     python scripts/bench_teacher.py recipes/tn_en_bench.yaml [--run-dir runs/tn_en_bench]
 
@@ -50,6 +50,9 @@ def main() -> int:
         "this_invocation_wall_seconds": wall,
         "fp32": {k: fp32[k] for k in ("bleu", "chrf", "exact_match", "source_sensitivity", "tokens_per_second")},
         "test_sentences": fp32["extra"]["sentences"],
+        "ladder": [{k: v.get(k) for k in ("name", "status", "error", "bleu", "chrf", "exact_match", "source_sensitivity",
+                                          "float_ops", "quantize_ops", "size_bytes", "tokens_per_second")}
+                   for v in report["variants"]],
         "data": report["data"],
         "gates": report["gates"],
     }
