@@ -192,9 +192,9 @@ def _evaluate_variants(recipe: Recipe, paths: RunPaths, progress: bool) -> dict:
     n = len(test) if recipe.eval.max_sentences is None else min(len(test), recipe.eval.max_sentences)
     sources, references = test["source"][:n], test["target"][:n]
     size = int(sum(v.shape.num_elements() * 4 for v in core.weights))
-    fp32, hyps, fp32_logits = evaluate_variant("fp32", KerasBackend(core), codec, recipe, sources, references, None,
-                                               size, progress)
-    variants = [fp32] + _ladder(recipe, paths, core, codec, splits, fp32_logits, progress)
+    keras = KerasBackend(core)
+    fp32, hyps, fp32_logits = evaluate_variant("fp32", keras, codec, recipe, sources, references, None, size, progress)
+    variants = [fp32] + _ladder(recipe, paths, core, keras, codec, splits, fp32_logits, progress)
     data_stats = {"splits": {}}
     for name in ("train", "validation", "test", "calibration"):
         enc = encode_split(codec, splits[name]["source"], splits[name]["target"], recipe.model.source_length,
@@ -205,8 +205,8 @@ def _evaluate_variants(recipe: Recipe, paths: RunPaths, progress: bool) -> dict:
     return {"variants": [v.as_dict() for v in variants], "data": data_stats, "examples": examples}
 
 
-def _ladder(recipe: Recipe, paths: RunPaths, core: Seq2SeqCore, codec: TextCodec, splits, fp32_logits,
-            progress: bool) -> list[VariantResult]:
+def _ladder(recipe: Recipe, paths: RunPaths, core: Seq2SeqCore, keras: KerasBackend, codec: TextCodec, splits,
+            fp32_logits, progress: bool) -> list[VariantResult]:
     """Export and evaluate the TFLite rungs of the ladder, each in its own child process."""
     names = [n for n in recipe.ladder.variants if n != "fp32"]
     if not names:
@@ -214,7 +214,7 @@ def _ladder(recipe: Recipe, paths: RunPaths, core: Seq2SeqCore, codec: TextCodec
     ladder_dir = paths.root / "ladder"
     save_fp32_first_logits(paths.root, fp32_logits)
     calib = splits["calibration"]
-    exported = export_rungs(core, codec, recipe, calib["source"], calib["target"], names, ladder_dir, progress)
+    exported = export_rungs(core, keras, codec, recipe, calib["source"], calib["target"], names, ladder_dir, progress)
     results = []
     for name in names:
         info = exported[name]

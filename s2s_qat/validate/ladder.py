@@ -60,23 +60,23 @@ class LadderExporter:
         return self._cache[key]
 
 
-def teacher_outputs(core: Seq2SeqCore, codec: TextCodec, recipe: Recipe, sources: list[str]) -> list[list[int]]:
-    translator = Translator.create(codec, KerasBackend(core), recipe.runtime)
+def teacher_outputs(fp32: KerasBackend, codec: TextCodec, recipe: Recipe, sources: list[str]) -> list[list[int]]:
+    translator = Translator.create(codec, fp32, recipe.runtime)
     return [list(h.tokens) if (h := translator.hypothesis(s)) is not None else [] for s in sources]
 
 
-def export_rungs(core: Seq2SeqCore, codec: TextCodec, recipe: Recipe, calib_sources: list[str],
+def export_rungs(core: Seq2SeqCore, keras: KerasBackend, codec: TextCodec, recipe: Recipe, calib_sources: list[str],
                  calib_targets: list[str], names: list[str], out_dir: Path, progress: bool = True) -> dict[str, dict]:
-    """Write ladder/<variant>/{encoder,decoder_step}.tflite; returns per-variant inventory (or the export error)."""
+    """Write ladder/<variant>/{encoder,decoder_step}.tflite; returns per-variant inventory (or the export error).
+    `keras` is the FP32 backend of `core` (encoder states and teacher outputs for calibration)."""
     lad = recipe.ladder
     sources, targets = calib_sources[: lad.calibration_sources], calib_targets[: lad.calibration_sources]
-    keras = KerasBackend(core)
     needed = {RUNGS[n].calibration for n in names} - {None}
     calibrations = {}
     if "naive" in needed:
         calibrations["naive"] = naive_calibration(keras, codec, sources)
     if "generation" in needed:
-        outputs = teacher_outputs(core, codec, recipe, sources)
+        outputs = teacher_outputs(keras, codec, recipe, sources)
         calibrations["generation"] = generation_state_calibration(keras, codec, sources, targets, outputs,
                                                                   lad.calibration_prefixes)
     exporter = LadderExporter(core, calibrations)
