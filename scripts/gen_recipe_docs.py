@@ -19,7 +19,7 @@ allowed (exit status 2; nothing is written). Every run saves the fully resolved 
 `runs/<name>/recipe.resolved.yaml`.
 
 Recipes here:
-- `tn_en_small.yaml`: the built-in default (text normalization, small teacher, the diagnostic ladder; about 13 minutes on 2 cores).
+- `tn_en_small.yaml`: the built-in default (text normalization, small teacher, the diagnostic ladder; about 9 minutes on 2 cores).
 - `tn_en_bench.yaml`: the benchmark (harder corpus, larger teacher; under an hour on 2 cores).
 
 This table is generated from `s2s_qat/recipe.py` by `python scripts/gen_recipe_docs.py`.
