@@ -169,6 +169,11 @@ def test_ladder_exports_and_evaluates_every_variant(tiny_run, tmp_path, capsys):
     for name in ("ptq-int8", "int8-enc+fp32-dec", "fp32-enc+int8-dec"):
         assert (tmp_path / "run" / "ladder" / name / "metrics.json").is_file()
         assert rows[name]["source_sensitivity"]["cosine_to_fp32"] > 0.9
+    # translate on a variant folder uses the TFLite backend; float TFLite reproduces the Keras outputs.
+    examples = report["examples"][:3]
+    capsys.readouterr()
+    assert translate_cli.main([str(tmp_path / "run" / "ladder" / "float-tflite"), *[e["source"] for e in examples]]) == 0
+    assert capsys.readouterr().out.split("\n")[:3] == [e["output"] for e in examples]
 
 
 def test_child_process_failure_becomes_a_failed_variant(tiny_run, tmp_path):
