@@ -5,9 +5,7 @@ students later supply their own loss through `loss_fn`).
 """
 from __future__ import annotations
 
-import json
 import logging
-import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -18,6 +16,7 @@ import tensorflow as tf
 import tf_keras
 from tqdm.auto import tqdm
 
+from s2s_qat.atomic import fresh_temp_dir, publish_dir, write_json
 from s2s_qat.models import Seq2SeqCore, teacher_forced_logits
 from s2s_qat.recipe import TrainConfig
 from s2s_qat.training.batches import BatchOrder, EncodedSplit
@@ -101,11 +100,9 @@ class Trainer:
         self.manager.save(checkpoint_number=int(self.step.numpy()))
 
     def _save_best(self) -> None:
-        tmp = self.workdir / "best.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
+        tmp = fresh_temp_dir(self.workdir / "best")
         self.best_ckpt.write(str(tmp / "weights"))
-        shutil.rmtree(self.workdir / "best", ignore_errors=True)
-        tmp.rename(self.workdir / "best")
+        publish_dir(tmp, self.workdir / "best")
 
     def restore_best(self) -> None:
         best = self.workdir / "best" / "weights"
@@ -209,6 +206,4 @@ class Trainer:
 
 
 def save_result(result: TrainResult, path: Path) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(asdict(result), indent=2, sort_keys=True))
-    tmp.replace(path)
+    write_json(path, asdict(result))
