@@ -1,4 +1,4 @@
-"""The pipeline: recipe -> data -> tokenizer -> teacher -> evaluation -> report.
+"""The pipeline: recipe -> data -> tokenizer -> teacher -> evaluation (ladder) -> artifacts + gates -> report.
 
 Each stage writes under `runs/<name>/<stage>/` and a `stage.json` holding the hash of its recipe
 sections and of its inputs; a stage whose hash is unchanged is skipped on re-run.
@@ -18,13 +18,15 @@ import tf_keras
 from s2s_qat.atomic import fresh_temp_dir, publish_dir, write_json, write_text
 from s2s_qat.data import build_splits, load_splits, save_splits
 from s2s_qat.models import Seq2SeqCore, TransformerConfig, build_core
-from s2s_qat.recipe import Recipe, dump_resolved
+from s2s_qat.export.manifest import build_manifest, write_artifacts
+from s2s_qat.recipe import Recipe, dump_resolved, to_dict
 from s2s_qat.report import build_report, write_report
 from s2s_qat.runtime import KerasBackend
 from s2s_qat.tokenizer import TextCodec, save_tokenizer, train_tokenizer
 from s2s_qat.training import Trainer, cross_entropy_loss, encode_split, make_strategy, save_result
 from s2s_qat.validate import VariantResult, evaluate_variant
-from s2s_qat.validate.ladder import evaluate_in_child, export_rungs, save_fp32_first_logits
+from s2s_qat.validate.gates import artifact_variant, check_gates
+from s2s_qat.validate.ladder import RUNGS, evaluate_in_child, export_rungs, save_fp32_first_logits
 
 log = logging.getLogger("s2s_qat")
 STAGE_FILE = "stage.json"
@@ -177,11 +179,37 @@ def stage_evaluate(recipe: Recipe, paths: RunPaths, teacher_digest: str, trainin
         write_json(cache / "results.json", cached)
         mark_stage(cache, digest)
     variants = [VariantResult(**v) for v in cached["variants"]]
-    fp32 = variants[0]
-    report = build_report(recipe.name, variants, {"variant": "fp32", "dir": str(paths.teacher_model)},
-                          check_gates(recipe, fp32), cached["data"], training, cached["examples"])
+    by_name = {v.name: v for v in variants}
+    fp32, chosen_name = by_name["fp32"], artifact_variant(recipe)
+    chosen = by_name[chosen_name] if chosen_name else fp32
+    gates = check_gates(recipe.gates, chosen, fp32)
+    if chosen_name:
+        artifacts = publish_artifacts(recipe, paths, chosen, gates["passed"])
+    else:
+        artifacts = {"variant": "fp32", "dir": str(paths.teacher_model)}
+    report = build_report(recipe.name, variants, artifacts, gates, cached["data"], training, cached["examples"])
     write_report(paths.root, report)
     return report
+
+
+def publish_artifacts(recipe: Recipe, paths: RunPaths, chosen: VariantResult, gates_passed: bool) -> dict:
+    """Copy the chosen variant's graphs to `artifacts/` with tokenizer.json and manifest.json, only when it ran
+    and every gate passed; otherwise an earlier `artifacts/` is moved aside so no stale files look current."""
+    target = paths.root / "artifacts"
+    if chosen.status != "ok" or not gates_passed:
+        _set_aside(target)
+        why = f"variant {chosen.status}" if chosen.status != "ok" else "gates failed"
+        return {"variant": chosen.name, "dir": None, "withheld": why}
+    source = paths.root / "ladder" / chosen.name
+    encoder, decoder = (source / "encoder.tflite").read_bytes(), (source / "decoder_step.tflite").read_bytes()
+    rung = RUNGS[chosen.name]
+    mode = rung.encoder_mode if rung.encoder_mode == rung.decoder_mode else f"{rung.encoder_mode}+{rung.decoder_mode}"
+    recipe_hash = hashlib.sha256(dump_resolved(recipe).encode()).hexdigest()
+    manifest = build_manifest(encoder, decoder, TextCodec.load(paths.tokenizer), mode, recipe_hash,
+                              variant=chosen.name, runtime=to_dict(recipe.runtime))
+    write_artifacts(target, encoder, decoder, paths.tokenizer / "tokenizer.json", manifest)
+    log.info("artifacts: %s -> %s", chosen.name, target)
+    return {"variant": chosen.name, "dir": str(target)}
 
 
 def _evaluate_variants(recipe: Recipe, paths: RunPaths, progress: bool) -> dict:
@@ -227,14 +255,6 @@ def _ladder(recipe: Recipe, paths: RunPaths, core: Seq2SeqCore, keras: KerasBack
         log.info("%s: %s", name, f"BLEU {result.bleu:.2f}" if result.status == "ok" else result.error)
         results.append(result)
     return results
-
-
-def check_gates(recipe: Recipe, chosen: VariantResult) -> dict:
-    checks = []
-    if recipe.gates.min_bleu is not None:
-        checks.append({"name": "min_bleu", "value": chosen.bleu, "threshold": recipe.gates.min_bleu,
-                       "passed": chosen.bleu >= recipe.gates.min_bleu})
-    return {"passed": all(c["passed"] for c in checks), "checks": checks}
 
 
 def run_pipeline(recipe: Recipe, run_dir: Path, progress: bool = True, stop_after: int | None = None) -> dict | None:

@@ -176,6 +176,8 @@ class LadderConfig:
                                    choices=LADDER_VARIANTS)
     calibration_sources: int = _f(200, doc="N: calibration sources for PTQ (taken from the calibration split)", min=1)
     calibration_prefixes: int = _f(5, doc="K: decoder prefixes per source for generation-state calibration", min=1, max=16)
+    localize: bool = _f(True, doc="per-tensor int8-vs-float error of full-INT8 variants, worst ten in report.md")
+    localization_rows: int = _f(32, doc="calibration rows per graph on which the per-tensor errors are measured (each row runs both graphs)", min=1, max=1024)
 
 
 def _disabled_stage(doc: str) -> Any:
@@ -188,13 +190,27 @@ def _disabled_stage(doc: str) -> Any:
 
 QatConfig = _disabled_stage("quantization-aware training (not available in this version: allowed value false)")
 DistillConfig = _disabled_stage("student distillation (not available in this version: allowed value false)")
-ExportConfig = _disabled_stage("TFLite export (not available in this version: allowed value false)")
+# `export.variant: auto` takes the first of these that the ladder ran (QAT and student variants will lead it).
+AUTO_ARTIFACT_ORDER = ("ptq-int8",)
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    variant: str = _f("auto", doc="ladder variant whose graphs become `artifacts/` (encoder.tflite, decoder_step.tflite, "
+                                  "tokenizer.json, manifest.json) and are gated; `auto`: the first of "
+                                  + ", ".join(AUTO_ARTIFACT_ORDER) + " in ladder.variants (none: gates apply to fp32)",
+                      choices=("auto",) + LADDER_VARIANTS[1:])
 
 
 @dataclass(frozen=True)
 class GatesConfig:
-    """Gates on the run's chosen variant (int8 gates arrive with the TFLite export)."""
-    min_bleu: float | None = _f(None, doc="fail the run (exit 1) when the chosen variant's test BLEU is below this", min=0.0, max=100.0)
+    """Gates on the run's chosen artifacts (fp32 when the ladder exports none); a failed gate exits 1."""
+    min_bleu: float | None = _f(None, doc="lowest test BLEU of the chosen variant", min=0.0, max=100.0)
+    max_bleu_drop: float | None = _f(None, doc="largest BLEU drop from fp32 to the chosen variant", min=0.0)
+    min_cosine_to_fp32: float | None = _f(None, doc="lowest mean first-step logits cosine to FP32 (same source)", min=-1.0, max=1.0)
+    max_pair_cosine_delta: float | None = _f(None, doc="largest rise of the pair cosine over FP32's (a source-blind decoder rises toward 1)", min=0.0)
+    max_float_ops: int | None = _f(None, doc="most float ops on the compute path (0: full integer)", min=0)
+    max_quantize_ops: int | None = _f(None, doc="most QUANTIZE/DEQUANTIZE ops", min=0)
 
 
 @dataclass(frozen=True)
@@ -397,6 +413,10 @@ def _cross_checks(recipe: Recipe) -> list[tuple[str, str]]:
     if recipe.teacher.source == "train" and recipe.teacher.path is not None:
         problems.append(("teacher.path", f"got {_show(recipe.teacher.path)}; expected null when teacher.source is \"train\""))
     rt = recipe.runtime
+    ex = recipe.export.variant
+    if ex != "auto" and ex not in recipe.ladder.variants:
+        problems.append(("export.variant", f"got {_show(ex)}; expected \"auto\" or one of ladder.variants "
+                                           f"({', '.join(recipe.ladder.variants)})"))
     if rt.max_new_tokens is not None and rt.max_new_tokens > m.target_length:
         problems.append(("runtime.max_new_tokens", f"got {rt.max_new_tokens}; expected <= model.target_length ({m.target_length})"))
     return problems
@@ -412,6 +432,15 @@ def parse_recipe(raw: Any) -> Recipe:
     if problems:
         raise RecipeError(problems)
     return recipe
+
+
+def parse_section(cls: type, raw: Any, path: str) -> Any:
+    """Validate one section on its own (e.g. the runtime settings stored in an artifacts manifest)."""
+    v = _Validator()
+    section = v.dataclass_(cls, raw, path)
+    if v.problems or section is None:
+        raise RecipeError(v.problems or [(path, "could not be read")])
+    return section
 
 
 def load_recipe(path: str | Path) -> Recipe:

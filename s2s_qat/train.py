@@ -45,10 +45,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{v['name']}: BLEU {v['bleu']:.2f}  chrF {v['chrf']:.2f}  exact {v['exact_match']:.1f}%  "
               f"pair cosine {v['source_sensitivity']['pair_cosine']:.3f}")
     print(f"report: {run_dir / 'report.md'}")
+    art = report["artifacts"] or {}
+    if art.get("dir"):
+        print(f"artifacts: {art['dir']} ({art['variant']})")
+    elif art.get("withheld"):
+        print(f"artifacts: {art['variant']} withheld ({art['withheld']})")
     if not report["gates"]["passed"]:
-        failed = [c for c in report["gates"]["checks"] if not c["passed"]]
-        for c in failed:
-            print(f"gate failed: {c['name']}: {c['value']:.4g} vs threshold {c['threshold']:.4g}", file=sys.stderr)
+        for c in report["gates"]["checks"]:
+            if not c["passed"]:
+                print(f"gate failed: {c['name']}: {c['message']}", file=sys.stderr)
         return 1
     return 0
 

@@ -98,6 +98,29 @@ def build_splits(cfg: DataConfig, seed: int) -> datasets.DatasetDict:
     return datasets.DatasetDict({s: carved[s] for s in SPLITS})
 
 
+def load_pairs(path: str | Path, source_column: str = "source", target_column: str = "target",
+               split: str = "test") -> datasets.Dataset:
+    """Evaluation pairs from a file (json/jsonl/csv/tsv/parquet), a saved dataset folder (a run's `data/`), or a run
+    directory (its `data/`); `split` picks the split of a saved DatasetDict. Raises DataError naming the problem."""
+    path = Path(path)
+    if path.is_dir() and (path / "data").is_dir() and not (path / "dataset_dict.json").is_file():
+        path = path / "data"
+    if path.is_dir():
+        try:
+            loaded = datasets.load_from_disk(str(path))
+        except FileNotFoundError as err:
+            raise DataError(f"{path} is not a saved dataset folder (datasets.save_to_disk): {err}") from None
+        if isinstance(loaded, datasets.DatasetDict):
+            if split not in loaded:
+                raise DataError(f"{path} has no split {split!r}; splits: {', '.join(loaded)}")
+            loaded = loaded[split]
+        ds = loaded
+    else:
+        ds = _load_file(str(path))
+    cfg = DataConfig(source_column=source_column, target_column=target_column)
+    return _to_pairs(ds, cfg, str(path))
+
+
 def save_splits(splits: datasets.DatasetDict, directory: Path) -> None:
     splits.save_to_disk(str(directory))
 

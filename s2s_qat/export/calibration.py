@@ -7,7 +7,9 @@ Rows are dicts keyed by the deployment graphs' input names; decoder rows carry F
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -21,6 +23,25 @@ PREFIX_FRACTIONS = (0.0, 0.25, 0.5, 0.9)  # BOS only, early, middle, near-EOS
 class CalibrationSet:
     encoder: list[dict]
     decoder: list[dict]
+
+    def save(self, path: Path) -> None:
+        """One .npz (rows stacked per input), written atomically, so child processes reuse the exact set."""
+        arrays = {f"{kind}/{key}": np.stack([row[key] for row in rows])
+                  for kind, rows in (("encoder", self.encoder), ("decoder", self.decoder)) for key in rows[0]}
+        path = Path(path)
+        tmp = path.with_name(path.name + ".tmp.npz")
+        np.savez(tmp, **arrays)
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: Path) -> "CalibrationSet":
+        with np.load(path) as data:
+            rows: dict[str, list[dict]] = {"encoder": [], "decoder": []}
+            for kind in rows:
+                keys = [k for k in data.files if k.startswith(kind + "/")]
+                n = len(data[keys[0]]) if keys else 0
+                rows[kind] = [{k.split("/", 1)[1]: data[k][i] for k in keys} for i in range(n)]
+        return cls(rows["encoder"], rows["decoder"])
 
 
 def _prefix_lengths(n_tokens: int, k: int) -> list[int]:

@@ -26,8 +26,8 @@ def _concrete_function(model: tf_keras.Model):
     return serve.get_concrete_function()
 
 
-def convert(model: tf_keras.Model, mode: str, representative: Representative | None = None) -> bytes:
-    """Convert a deployment graph (`build_encoder` / `build_decoder_step`) to a .tflite flatbuffer."""
+def make_converter(model: tf_keras.Model, mode: str, representative: Representative | None = None):
+    """The configured TFLiteConverter for one graph and mode (also what the QuantizationDebugger re-runs)."""
     if mode not in MODES:
         raise ValueError(f"export mode {mode!r} is not supported; allowed: {', '.join(MODES)}")
     if mode in ("int8", "int16x8") and representative is None:
@@ -44,4 +44,9 @@ def convert(model: tf_keras.Model, mode: str, representative: Representative | N
         converter.representative_dataset = representative
         converter.target_spec.supported_ops = [
             tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
-    return converter.convert()
+    return converter
+
+
+def convert(model: tf_keras.Model, mode: str, representative: Representative | None = None) -> bytes:
+    """Convert a deployment graph (`build_encoder` / `build_decoder_step`) to a .tflite flatbuffer."""
+    return make_converter(model, mode, representative).convert()

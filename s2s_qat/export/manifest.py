@@ -15,7 +15,10 @@ def _io(entries: list[dict]) -> dict:
     return {e["signature_name"]: e for e in entries}
 
 
-def build_manifest(encoder: bytes, decoder_step: bytes, codec: TextCodec, mode: str, recipe_hash: str) -> dict:
+def build_manifest(encoder: bytes, decoder_step: bytes, codec: TextCodec, mode: str, recipe_hash: str,
+                   variant: str | None = None, runtime: dict | None = None) -> dict:
+    """`runtime` (the recipe's decoding settings) lets `translate`/`evaluate` decode an artifacts folder the same way
+    wherever it is copied."""
     graphs = {}
     for kind, blob in (("encoder", encoder), ("decoder_step", decoder_step)):
         inv = inventory(blob, kind)
@@ -25,6 +28,7 @@ def build_manifest(encoder: bytes, decoder_step: bytes, codec: TextCodec, mode: 
     out = graphs["encoder"]["outputs"]["encoder_hidden_states"]
     inp = graphs["decoder_step"]["inputs"]["encoder_hidden_states"]
     return {
+        "variant": variant,
         "mode": mode,
         "graphs": graphs,
         "boundary": {"encoder_output": {"dtype": out["dtype"], "scale": out["scale"], "zero_point": out["zero_point"]},
@@ -34,6 +38,7 @@ def build_manifest(encoder: bytes, decoder_step: bytes, codec: TextCodec, mode: 
         "special_tokens": {"pad": codec.pad_id, "bos": codec.bos_id, "eos": codec.eos_id, "unk": codec.unk_id},
         "layout": {"decoder_step": DECODER_LAYOUT, "source": "right_padded_with_eos",
                    "logits": "next token after the last decoder slot"},
+        "runtime": runtime,
         "recipe_hash": recipe_hash,
     }
 

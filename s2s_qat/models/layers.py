@@ -51,9 +51,10 @@ def mask_bias(mask: tf.Tensor, mask_value: float, reference: bool) -> tf.Tensor:
 
     Deployment: GATHER from a constant table (no CAST). Reference: CAST then a -1e9 additive mask.
     """
-    if reference:
-        return (1.0 - tf.cast(mask, tf.float32)) * -REFERENCE_MASK_VALUE
-    return tf.gather(tf.constant([-mask_value, 0.0], tf.float32), mask)
+    with tf.name_scope("mask_bias"):
+        if reference:
+            return (1.0 - tf.cast(mask, tf.float32)) * -REFERENCE_MASK_VALUE
+        return tf.gather(tf.constant([-mask_value, 0.0], tf.float32), mask)
 
 
 def causal_bias(key_bias: tf.Tensor, length: int, mask_value: float, reference: bool) -> tf.Tensor:
@@ -63,9 +64,10 @@ def causal_bias(key_bias: tf.Tensor, length: int, mask_value: float, reference: 
     stays in {-value, 0}. Reference: sum with a -1e9 upper triangle.
     """
     tri = np.tril(np.ones((length, length), dtype=np.float32))
-    if reference:
-        return key_bias[:, None, :] + tf.constant((tri - 1.0) * REFERENCE_MASK_VALUE)[None]
-    return tf.minimum(key_bias[:, None, :], tf.constant((tri - 1.0) * mask_value)[None])
+    with tf.name_scope("causal_bias"):
+        if reference:
+            return key_bias[:, None, :] + tf.constant((tri - 1.0) * REFERENCE_MASK_VALUE)[None]
+        return tf.minimum(key_bias[:, None, :], tf.constant((tri - 1.0) * mask_value)[None])
 
 
 # === Layers ===
@@ -134,11 +136,17 @@ class Attention(tf_keras.layers.Layer):
         q = self._split(self.q_proj(query))
         k = self._split(self.k_proj(key_value))
         v = self._split(self.v_proj(key_value))
-        scores = tf.matmul(q, k, transpose_b=True)  # (B, H, Lq, Lk)
+        # Name scopes give the TFLite tensors readable roles (scores, masked_scores, softmax, context) for
+        # the localization table.
+        with tf.name_scope("scores"):
+            scores = tf.matmul(q, k, transpose_b=True)  # (B, H, Lq, Lk)
         bias = bias[:, None, None, :] if bias.shape.rank == 2 else bias[:, None, :, :]
-        masked = scores + bias
-        probs = self.dropout(tf.nn.softmax(masked, axis=-1), training=training)
-        ctx = tf.matmul(probs, v)  # (B, H, Lq, Dh)
+        with tf.name_scope("masked_scores"):
+            masked = scores + bias
+        with tf.name_scope("softmax"):
+            probs = self.dropout(tf.nn.softmax(masked, axis=-1), training=training)
+        with tf.name_scope("context"):
+            ctx = tf.matmul(probs, v)  # (B, H, Lq, Dh)
         ctx = tf.transpose(ctx, (0, 2, 1, 3))
         b = tf.shape(ctx)[0] if ctx.shape[0] is None else ctx.shape[0]
         return self.out_proj(tf.reshape(ctx, (b, ctx.shape[1], self.d_model)))

@@ -13,9 +13,11 @@ from s2s_qat.models.layers import (Attention, FeedForward, LayerNorm, PositionEm
 class _Block(tf_keras.layers.Layer):
     """Residual sub-layer wiring shared by encoder and decoder blocks (pre- or post-LayerNorm)."""
 
-    def _sublayer(self, x, norm, fn, training, reference):
+    def _sublayer(self, x, norm, fn, training, reference, role):
         h = norm(x, reference=reference) if self.pre else x
-        x = x + self.dropout(fn(h), training=training)
+        y = self.dropout(fn(h), training=training)
+        with tf.name_scope(f"{role}_residual"):  # a readable TFLite tensor name for localization
+            x = x + y
         return x if self.pre else norm(x, reference=reference)
 
 
@@ -31,8 +33,9 @@ class EncoderBlock(_Block):
 
     def call(self, x, bias, training=False, reference=False):
         x = self._sublayer(x, self.self_attn_layer_norm, lambda h: self.self_attn(h, h, bias, training=training),
-                           training, reference)
-        return self._sublayer(x, self.final_layer_norm, lambda h: self.ffn(h, training=training), training, reference)
+                           training, reference, "self_attn")
+        return self._sublayer(x, self.final_layer_norm, lambda h: self.ffn(h, training=training), training, reference,
+                              "ffn")
 
 
 class DecoderBlock(_Block):
@@ -49,10 +52,13 @@ class DecoderBlock(_Block):
 
     def call(self, x, self_bias, memory, cross_bias, training=False, reference=False):
         x = self._sublayer(x, self.self_attn_layer_norm,
-                           lambda h: self.self_attn(h, h, self_bias, training=training), training, reference)
+                           lambda h: self.self_attn(h, h, self_bias, training=training), training, reference,
+                           "self_attn")
         x = self._sublayer(x, self.cross_attn_layer_norm,
-                           lambda h: self.cross_attn(h, memory, cross_bias, training=training), training, reference)
-        return self._sublayer(x, self.final_layer_norm, lambda h: self.ffn(h, training=training), training, reference)
+                           lambda h: self.cross_attn(h, memory, cross_bias, training=training), training, reference,
+                           "encoder_attn")
+        return self._sublayer(x, self.final_layer_norm, lambda h: self.ffn(h, training=training), training, reference,
+                              "ffn")
 
 
 class Seq2SeqCore(tf_keras.layers.Layer):
@@ -138,11 +144,12 @@ class Seq2SeqCore(tf_keras.layers.Layer):
     def logits(self, hidden):
         """(..., D) -> (..., V)."""
         table = self.embed_tokens.table if self.cfg.tie_word_embeddings else self.lm_head
-        if hidden.shape.rank > 2:
-            out = tf.tensordot(hidden, table, axes=[[hidden.shape.rank - 1], [1]])
-        else:
-            out = tf.matmul(hidden, table, transpose_b=True)
-        return out + self.final_logits_bias if self.cfg.final_logits_bias else out
+        with tf.name_scope("logits"):
+            if hidden.shape.rank > 2:
+                out = tf.tensordot(hidden, table, axes=[[hidden.shape.rank - 1], [1]])
+            else:
+                out = tf.matmul(hidden, table, transpose_b=True)
+            return out + self.final_logits_bias if self.cfg.final_logits_bias else out
 
 
 def left_padded_positions(decoder_attention_mask, length: int):

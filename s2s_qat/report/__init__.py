@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import datetime
+import os
 from pathlib import Path
 
 from s2s_qat.atomic import write_json, write_text
@@ -53,11 +54,24 @@ def render_markdown(report: dict) -> str:
         lines += ["## Teacher training", "", f"Steps {tr['steps']} (best {tr['best_step']}), best validation loss "
                   f"{tr['best_val_loss']:.4f}, stopped by {tr['stop_reason']}, {tr['seconds']:.0f} s "
                   f"(this invocation; resumed from step {tr['resumed_from']}).", ""]
+    if report.get("plot"):
+        lines += [f"![BLEU and pair cosine per variant]({report['plot']})", ""]
+    lines += _localization_lines(report)
+    art = report.get("artifacts") or {}
+    lines += ["## Artifacts", ""]
+    if art.get("dir"):
+        lines.append(f"`{art['dir']}` from variant `{art['variant']}` (encoder.tflite, decoder_step.tflite, "
+                     f"tokenizer.json, manifest.json).")
+    else:
+        lines.append(f"None published: variant `{art.get('variant')}` {art.get('withheld', 'not exported')}.")
+    lines.append("")
     gates = report.get("gates") or {}
     lines += ["## Gates", ""]
     if gates.get("checks"):
+        lines.append(f"Checked on `{gates.get('variant', '-')}`: {'all passed' if gates['passed'] else 'FAILED'}.")
+        lines.append("")
         for c in gates["checks"]:
-            lines.append(f"- {'PASS' if c['passed'] else 'FAIL'} {c['name']}: {c['value']:.4g} vs {c['threshold']:.4g}")
+            lines.append(f"- {'PASS' if c['passed'] else 'FAIL'} `{c['name']}`: {c['message']}")
     else:
         lines.append("No gates configured.")
     lines.append("")
@@ -70,6 +84,66 @@ def render_markdown(report: dict) -> str:
     return "\n".join(lines)
 
 
+def _localization_lines(report: dict) -> list[str]:
+    rows = [(v["name"], v["extra"]["localization"]) for v in report["variants"]
+            if (v.get("extra") or {}).get("localization")]
+    if not rows:
+        return []
+    lines = ["## Localization: where the INT8 error starts", "",
+             "Each int8 tensor against its float twin (the same Keras graph converted to float TFLite, same inputs: "
+             "calibration rows, FP32 encoder states for the decoder). Relative RMSE = RMSE / RMS of the float "
+             "tensor, accumulated along the graph (1.0: the int8 tensor carries nothing of the float one); "
+             "`added` = that error minus the largest error among the op's inputs, i.e. what this op adds. Sorted "
+             "by `added`: the top rows are where the error starts. Worst ten per full-INT8 variant (all tensors in "
+             "`ladder/<variant>/localization.json`).", ""]
+    for name, worst in rows:
+        lines += [f"### {name}", "", "| graph | tensor | op | added | relative RMSE | RMSE in int8 steps | scale |",
+                  "|---|---|---|---|---|---|---|"]
+        for r in worst:
+            lines.append(f"| {r['graph']} | {r['label']} | {r['op']} | {r['added']:.3f} | {r['relative_rmse']:.3f} "
+                         f"| {r['rmse_over_scale']:.2f} | {r['scale']:.3g} |")
+        lines.append("")
+    return lines
+
+
+PLOT_FILE = "report_ladder.png"
+
+
+def write_plot(path: Path, variants: list[dict]) -> bool:
+    """Bars of BLEU and pair cosine per variant (ok rows; failed rows marked); False when nothing to plot."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [v["name"] for v in variants]
+    if not names:
+        return False
+    bleu = [v["bleu"] if v["status"] == "ok" and v["bleu"] is not None else 0.0 for v in variants]
+    pair = [(v.get("source_sensitivity") or {}).get("pair_cosine") or 0.0 for v in variants]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(max(8, 1.3 * len(names) * 2), 4.2))
+    x = range(len(names))
+    ax1.bar(x, bleu, color=["#4c72b0" if v["status"] == "ok" else "#bbbbbb" for v in variants])
+    ax1.set_title("test BLEU (grey: failed)")
+    ax1.set_ylim(0, 100)
+    ax2.bar(x, pair, color="#dd8452")
+    ax2.set_title("pair cosine of first-step logits (1.0 = source-blind)")
+    ax2.set_ylim(-0.1, 1.0)
+    for ax in (ax1, ax2):
+        ax.set_xticks(list(x))
+        ax.set_xticklabels(names, rotation=35, ha="right", fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp.png")
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return True
+
+
 def write_report(run_dir: Path, report: dict) -> None:
-    write_json(Path(run_dir) / "report.json", report)
-    write_text(Path(run_dir) / "report.md", render_markdown(report))
+    run_dir = Path(run_dir)
+    if write_plot(run_dir / PLOT_FILE, report["variants"]):
+        report["plot"] = PLOT_FILE
+    write_json(run_dir / "report.json", report)
+    write_text(run_dir / "report.md", render_markdown(report))

@@ -11,7 +11,8 @@ class Seq2SeqBackend(Protocol):
 
     `encode` returns an opaque memory object passed back to `decode_step` unchanged (a tensor for Keras,
     int8 bytes for TFLite). `decode_step` takes a LEFT-padded prefix of length T and returns next-token
-    logits as float32 [V].
+    logits as float32 [V]. A backend may also offer `decode_step_raw` (logits in the graph's own dtype, e.g.
+    int8) with `dequantize_logits(raw)`; greedy decoding then takes the argmax of the raw values.
     """
 
     source_length: int

@@ -45,17 +45,35 @@ def _max_steps(backend: Seq2SeqBackend, settings: GenerationSettings) -> int:
     return min(settings.max_new_tokens, backend.target_length)
 
 
+def _greedy_step(backend: Seq2SeqBackend, ids, mask, memory, encoder_attention_mask, banned: list[int]
+                 ) -> tuple[int, float]:
+    """(token, its log-probability). A backend with `decode_step_raw` (TFLite) is argmax-ed on its raw output,
+    int8 logits included (DESIGN section 4: greedy needs no dequantization); the log-probability, reported only,
+    comes from the dequantized logits."""
+    raw_step = getattr(backend, "decode_step_raw", None)
+    if raw_step is None:
+        logits = backend.decode_step(ids, mask, memory, encoder_attention_mask)
+        logits[banned] = -np.inf
+        token = int(np.argmax(logits))
+    else:
+        raw = raw_step(ids, mask, memory, encoder_attention_mask)
+        scores = raw.astype(np.int32) if raw.dtype.kind == "i" else raw.astype(np.float32)
+        scores[banned] = np.iinfo(np.int32).min if scores.dtype.kind == "i" else -np.inf
+        token = int(np.argmax(scores))
+        logits = backend.dequantize_logits(raw)
+        logits[banned] = -np.inf
+    return token, float(log_softmax(logits)[token])
+
+
 def greedy(backend: Seq2SeqBackend, memory, encoder_attention_mask: np.ndarray,
            settings: GenerationSettings) -> Hypothesis:
     prefix = [settings.bos_id]
     logprob = 0.0
     for _ in range(_max_steps(backend, settings)):
         ids, mask = left_pad_prefix(prefix, backend.target_length, settings.pad_id)
-        logits = backend.decode_step(ids, mask, memory, encoder_attention_mask)
-        for t in banned_tokens(prefix, settings.no_repeat_ngram_size):
-            logits[t] = -np.inf
-        token = int(np.argmax(logits))
-        logprob += float(log_softmax(logits)[token])
+        token, token_logprob = _greedy_step(backend, ids, mask, memory, encoder_attention_mask,
+                                            banned_tokens(prefix, settings.no_repeat_ngram_size))
+        logprob += token_logprob
         prefix.append(token)
         if token == settings.eos_id:
             return Hypothesis(tuple(prefix[1:]), logprob, True)

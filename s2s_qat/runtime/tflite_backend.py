@@ -2,7 +2,8 @@
 
 The encoder's output is kept in its own dtype and quantization; at the boundary it is passed through as raw
 bytes when the decoder input has the same (scale, zero point), requantized when they differ, and
-(de)quantized when one side is float. int8 logits are dequantized (scale > 0, so argmax is unchanged).
+(de)quantized when one side is float. Greedy decoding takes the argmax of the raw (int8) logits; beam search
+uses the dequantized ones.
 """
 from __future__ import annotations
 
@@ -71,13 +72,18 @@ class TFLiteBackend:
         return boundary(out["encoder_hidden_states"], self.memory_out, self.memory_in)
 
     def decode_step_raw(self, decoder_input_ids, decoder_attention_mask, memory, encoder_attention_mask) -> np.ndarray:
+        """Logits [V] as the graph returns them (int8 for full-INT8 graphs)."""
         out = self._dec(decoder_input_ids=decoder_input_ids.astype(np.int32),
                         decoder_attention_mask=decoder_attention_mask.astype(np.int32),
                         encoder_hidden_states=memory, encoder_attention_mask=encoder_attention_mask.astype(np.int32))
         return out["logits"][0]
 
-    def decode_step(self, decoder_input_ids, decoder_attention_mask, memory, encoder_attention_mask) -> np.ndarray:
-        raw = self.decode_step_raw(decoder_input_ids, decoder_attention_mask, memory, encoder_attention_mask)
+    def dequantize_logits(self, raw: np.ndarray) -> np.ndarray:
         if self.logits_out.quantized:
             return dequantize(raw, self.logits_out.scale, self.logits_out.zero_point)
         return raw.astype(np.float32)
+
+    def decode_step(self, decoder_input_ids, decoder_attention_mask, memory, encoder_attention_mask) -> np.ndarray:
+        """Float logits (dequantized when the graph's are int8), for beam search."""
+        return self.dequantize_logits(
+            self.decode_step_raw(decoder_input_ids, decoder_attention_mask, memory, encoder_attention_mask))

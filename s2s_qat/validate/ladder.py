@@ -60,6 +60,15 @@ class LadderExporter:
         return self._cache[key]
 
 
+def calibration_file(kind: str) -> str:
+    return f"calibration-{kind}.npz"
+
+
+def localized_graphs(rung: Rung) -> list[str]:
+    """Graph kinds compared against float by the localization: full-INT8 variants only."""
+    return ["encoder", "decoder_step"] if rung.encoder_mode == rung.decoder_mode == "int8" else []
+
+
 def teacher_outputs(fp32: KerasBackend, codec: TextCodec, recipe: Recipe, sources: list[str]) -> list[list[int]]:
     translator = Translator.create(codec, fp32, recipe.runtime)
     return [list(h.tokens) if (h := translator.hypothesis(s)) is not None else [] for s in sources]
@@ -79,6 +88,8 @@ def export_rungs(core: Seq2SeqCore, keras: KerasBackend, codec: TextCodec, recip
         outputs = teacher_outputs(keras, codec, recipe, sources)
         calibrations["generation"] = generation_state_calibration(keras, codec, sources, targets, outputs,
                                                                   lad.calibration_prefixes)
+    for kind, calib in calibrations.items():  # the children's localization re-uses the exact sets
+        calib.save(out_dir / calibration_file(kind))
     exporter = LadderExporter(core, calibrations)
     info = {}
     for name in tqdm(names, desc="export ladder", unit="variant", disable=not progress, dynamic_ncols=True):
