@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from s2s_qat import evaluate as evaluate_cli
 from s2s_qat import train as train_cli
 from s2s_qat import translate as translate_cli
 from s2s_qat.pipeline import run_pipeline
@@ -175,6 +176,46 @@ def test_ladder_exports_and_evaluates_every_variant(tiny_run, tmp_path, capsys):
     assert translate_cli.main([str(tmp_path / "run" / "ladder" / "float-tflite"), *[e["source"] for e in examples]]) == 0
     assert capsys.readouterr().out.split("\n")[:3] == [e["output"] for e in examples]
 
+    # Localization: in the reference-graph PTQ the {0,1} mask and the attention scores share the -1e9 range.
+    naive = rows["ptq-int8-naive"]["extra"]["localization"]
+    assert len(naive) == 10 and naive[0]["added"] >= naive[-1]["added"]
+    assert {"mask_bias", "encoder_layer_0/self_attn/scores"} <= {r["label"] for r in naive if r["relative_rmse"] > 0.99}
+    deployed = rows["ptq-int8"]["extra"]["localization"]
+    assert max(r["relative_rmse"] for r in deployed if r["label"].endswith("scores")) < 0.3
+    md = (tmp_path / "run" / "report.md").read_text()
+    assert "## Localization" in md and "| encoder | mask_bias | SUB | 1.000 | 1.000 |" in md
+    assert (tmp_path / "run" / "report_ladder.png").read_bytes()[:4] == b"\x89PNG" and "report_ladder.png" in md
+
+    # export.variant auto -> ptq-int8 becomes artifacts/ with its manifest; evaluate reproduces its ladder row.
+    art = tmp_path / "run" / "artifacts"
+    assert report["artifacts"] == {"variant": "ptq-int8", "dir": str(art)}
+    manifest = json.loads((art / "manifest.json").read_text())
+    assert manifest["variant"] == "ptq-int8" and manifest["graphs"]["decoder_step"]["float_ops"] == 0
+    assert (art / "encoder.tflite").read_bytes() == (tmp_path / "run" / "ladder" / "ptq-int8" / "encoder.tflite").read_bytes()
+    out_json = tmp_path / "eval.json"
+    assert evaluate_cli.main([str(art), "--data", str(tmp_path / "run"), "--json", str(out_json), "--no-progress",
+                              "--sensitivity-sources", str(TINY_RECIPE["eval"]["sensitivity_sources"]),
+                              "--fp32", str(tmp_path / "run")]) == 0
+    evaluated = json.loads(out_json.read_text())
+    assert evaluated["bleu"] == pytest.approx(rows["ptq-int8"]["bleu"], abs=1e-9)
+    assert evaluated["source_sensitivity"]["cosine_to_fp32"] == pytest.approx(
+        rows["ptq-int8"]["source_sensitivity"]["cosine_to_fp32"], abs=1e-6)
+    assert evaluate_cli.main([str(art), "--data", str(tmp_path / "missing.jsonl")]) == 2
+
+    # An int8 gate that the chosen variant violates: exit 1, the reason, the report, and no artifacts/ left
+    # looking current (the earlier one is moved aside, not deleted).
+    gated = tmp_path / "gated.yaml"
+    gated.write_text(yaml.safe_dump(dict(yaml.safe_load(path.read_text()), export={"variant": "float-tflite"},
+                                         gates={"max_float_ops": 0, "max_quantize_ops": 0})))
+    capsys.readouterr()
+    assert train_cli.main([str(gated), "--run-dir", str(tmp_path / "run"), "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert "gate failed: max_float_ops: float ops on the compute path of float-tflite is" in err
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    assert report["gates"]["passed"] is False and report["gates"]["variant"] == "float-tflite"
+    assert report["artifacts"] == {"variant": "float-tflite", "dir": None, "withheld": "gates failed"}
+    assert not art.exists() and len(list((tmp_path / "run").glob("artifacts.stale-*"))) == 1
+
 
 def test_child_process_failure_becomes_a_failed_variant(tiny_run, tmp_path):
     from s2s_qat.validate.ladder import evaluate_in_child
@@ -187,3 +228,40 @@ def test_child_process_failure_becomes_a_failed_variant(tiny_run, tmp_path):
     result = evaluate_in_child("broken", run_dir, variant)
     assert result.status == "failed" and result.bleu is None
     assert "interpreter process ended with exit status 1" in result.error
+
+
+def test_a_graph_whose_kernel_fails_at_run_time_is_a_failed_variant(tiny_run, tmp_path):
+    """16x8 of the reference LayerNorm converts, then SQUARED_DIFFERENCE has no int16 kernel when it runs."""
+    import numpy as np
+    import tensorflow as tf
+    import tf_keras
+
+    from s2s_qat.export import convert
+    from s2s_qat.models import build_decoder_step
+    from s2s_qat.pipeline import load_teacher
+    from s2s_qat.validate.ladder import evaluate_in_child
+
+    _, run_dir = tiny_run
+    s, d = TINY_RECIPE["model"]["source_length"], TINY_RECIPE["model"]["d_model"]
+    ids = tf_keras.Input((s,), batch_size=1, dtype=tf.int32, name="input_ids")
+    mask = tf_keras.Input((s,), batch_size=1, dtype=tf.int32, name="attention_mask")
+    table = tf.constant(np.random.default_rng(0).normal(size=(200, d)).astype(np.float32))
+
+    class ReferenceNorm(tf_keras.layers.Layer):
+        def call(self, ids, mask):
+            x = tf.gather(table, ids) + tf.gather(tf.constant([[-1.0], [0.0]]), mask)
+            mean, var = tf.nn.moments(x, axes=[-1], keepdims=True)  # SQUARED_DIFFERENCE
+            return (x - mean) * tf.math.rsqrt(var + 1e-5)
+
+    model = tf_keras.Model({"input_ids": ids, "attention_mask": mask},
+                           {"encoder_hidden_states": ReferenceNorm()(ids, mask)})
+    rows = [{"input_ids": np.full((1, s), 5 + i, np.int32), "attention_mask": np.ones((1, s), np.int32)}
+            for i in range(4)]
+    variant = tmp_path / "int16-reference"
+    variant.mkdir()
+    (variant / "encoder.tflite").write_bytes(convert(model, "int16x8", lambda: iter(rows)))
+    core, _ = load_teacher(run_dir)
+    (variant / "decoder_step.tflite").write_bytes(convert(build_decoder_step(core), "float"))
+    result = evaluate_in_child("int16-reference", run_dir, variant)
+    assert result.status == "failed" and result.bleu is None
+    assert "SquaredDifference only supports FLOAT32 and INT32" in result.error, result.error

@@ -86,9 +86,11 @@ def _run(model: bytes, row: dict) -> tuple[Interpreter, dict[str, tuple[dict, np
             value = np.clip(np.round(value / scale + zp), -128, 127).astype(np.int8)
         feed[name] = value.astype(detail["dtype"])
     runner(**feed)
+    outputs = {int(d["index"]): name for name, d in runner.get_output_details().items()}
     tensors = {}
     for d in interp.get_tensor_details():
         try:
+            d = dict(d, output_name=outputs.get(int(d["index"])))
             tensors[d["name"]] = (d, interp.get_tensor(d["index"]))
         except ValueError:  # tensors without data (e.g. scratch buffers)
             continue
@@ -131,7 +133,7 @@ def localize(float_model: bytes, int8_model: bytes, graph: str, rows: list[dict]
             rmse = float(np.sqrt(np.mean(((q.astype(np.float64) - zp) * scale - f64) ** 2)))
             errors.setdefault(name, []).append(rmse / rms if rms > 1e-12 else np.nan)
             steps.setdefault(name, []).append(rmse / scale)
-            meta[name] = {"index": int(d["index"]), "scale": scale, "zero_point": zp}
+            meta[name] = {"index": int(d["index"]), "scale": scale, "zero_point": zp, "output": d["output_name"]}
     producers = _producers(interp)
     mean_err = {n: float(np.nanmean(v)) if np.isfinite(v).any() else np.nan for n, v in errors.items()}
     by_index = {meta[n]["index"]: e for n, e in mean_err.items()}
@@ -143,7 +145,8 @@ def localize(float_model: bytes, int8_model: bytes, graph: str, rows: list[dict]
             continue  # not an op output (e.g. a kernel's scratch buffer)
         order, op, inputs = producers[meta[name]["index"]]
         inherited = max([by_index[i] for i in inputs if i in by_index and np.isfinite(by_index[i])], default=0.0)
-        out.append(TensorError(graph=graph, label=tensor_label(name), op=op, relative_rmse=err,
+        label = meta[name]["output"] or tensor_label(name)  # graph outputs by their signature names
+        out.append(TensorError(graph=graph, label=label, op=op, relative_rmse=err,
                                added=max(0.0, err - inherited), rmse_over_scale=float(np.mean(steps[name])),
                                scale=meta[name]["scale"], zero_point=meta[name]["zero_point"], order=order,
                                tensor=name.split(";")[0]))
