@@ -62,7 +62,7 @@ def test_report_has_design_keys_and_quality(tiny_run):
     assert sens["cosine_to_fp32"] == pytest.approx(1.0) and sens["argmax_agreement_fp32"] == 1.0
     assert sens["pair_cosine"] < 0.99  # a trained decoder listens to its source
     assert fp32["tokens_per_second"] > 0
-    assert report["gates"] == {"passed": True, "checks": []}
+    assert report["gates"] == {"passed": True, "variant": "fp32", "checks": []}
     assert (run_dir / "report.md").read_text().startswith("# Report: tiny")
     resolved = yaml.safe_load((run_dir / "recipe.resolved.yaml").read_text())
     assert parse_recipe(resolved) == parse_recipe(TINY_RECIPE)
@@ -239,9 +239,11 @@ def test_a_graph_whose_kernel_fails_at_run_time_is_a_failed_variant(tiny_run, tm
     from s2s_qat.export import convert
     from s2s_qat.models import build_decoder_step
     from s2s_qat.pipeline import load_teacher
-    from s2s_qat.validate.ladder import evaluate_in_child
+    from s2s_qat.validate.ladder import evaluate_in_child, save_fp32_first_logits
 
-    _, run_dir = tiny_run
+    run_dir = tmp_path / "run"
+    subprocess.run(["cp", "-r", str(tiny_run[1]), str(run_dir)], check=True)
+    save_fp32_first_logits(run_dir, np.zeros((TINY_RECIPE["eval"]["sensitivity_sources"], 200), np.float32))
     s, d = TINY_RECIPE["model"]["source_length"], TINY_RECIPE["model"]["d_model"]
     ids = tf_keras.Input((s,), batch_size=1, dtype=tf.int32, name="input_ids")
     mask = tf_keras.Input((s,), batch_size=1, dtype=tf.int32, name="attention_mask")

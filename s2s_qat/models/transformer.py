@@ -105,7 +105,8 @@ class Seq2SeqCore(tf_keras.layers.Layer):
         x = self.embed_tokens(ids)
         if self.embed_scale != 1.0:
             x = x * self.embed_scale
-        x = x + pos_layer(positions)
+        with tf.name_scope("embed"):
+            x = x + pos_layer(positions)
         if ln is not None:
             x = ln(x, reference=reference)
         return self.dropout(x, training=training)

@@ -5,7 +5,10 @@ tensor preserved; tensors are matched by name (the converter keeps the TF op nam
 scopes such as `scores`, `masked_scores`, `softmax`, `context`, `*_residual`, `logits`), the int8 tensor is
 dequantized and compared with its float twin:
 
-    relative RMSE = RMSE(dequantized int8 - float) / RMS(float)      (noise-to-signal; 1.0 = nothing left)
+    relative RMSE = RMSE(dequantized int8 - float) / signal          (noise-to-signal; 1.0 = nothing left)
+
+where signal is the float tensor's RMS, floored at a quarter of the RMS of the op's largest float input (so a
+near-zero tensor such as the mean of a centred LayerNorm input is not flagged for errors its consumers never see).
 
 That error is accumulated (what the tensor inherits plus what its op adds). `added` is the part its own op
 adds: its error minus the largest error among the op's inputs, so the first tensors with a large `added` are
@@ -29,7 +32,7 @@ ROLE_SCOPES = {"self_attn", "encoder_attn", "ffn", "q_proj", "k_proj", "v_proj",
                "decoder_positions", "self_attn_residual", "encoder_attn_residual", "ffn_residual",
                "self_attn_layer_norm", "encoder_attn_layer_norm", "final_layer_norm", "encoder_layer_norm",
                "decoder_layer_norm", "encoder_layernorm_embedding", "decoder_layernorm_embedding", "mask_bias",
-               "causal_bias", "positions"}
+               "causal_bias", "embed"}
 _LAYER = re.compile(r"^(encoder|decoder)_layer_\d+$")
 SIGNATURE = "serving_default"
 
@@ -39,7 +42,7 @@ class TensorError:
     graph: str            # encoder | decoder_step
     label: str            # readable role, e.g. decoder_layer_0/encoder_attn/scores
     op: str               # TFLite op that produced the tensor
-    relative_rmse: float  # accumulated: RMSE(dequantized int8 - float) / RMS(float)
+    relative_rmse: float  # accumulated: RMSE(dequantized int8 - float) / signal (see module doc)
     added: float          # this op's share: relative_rmse minus the largest relative_rmse of its inputs
     rmse_over_scale: float  # the same RMSE in int8 steps
     scale: float
@@ -113,42 +116,54 @@ def localize(float_model: bytes, int8_model: bytes, graph: str, rows: list[dict]
     """
     if not rows:
         raise ValueError("localization needs at least one input row")
-    errors: dict[str, list[float]] = {}
+    rmse: dict[str, list[float]] = {}
     steps: dict[str, list[float]] = {}
+    signal: dict[int, list[float]] = {}  # int8-model tensor index -> RMS of its float twin (weights included)
     meta: dict[str, dict] = {}
     interp = None
     for row in rows:
         interp, q_tensors = _run(int8_model, row)
         _, f_tensors = _run(float_model, row)
         for name, (d, q) in q_tensors.items():
-            params = d["quantization_parameters"]
-            if d["dtype"] != np.int8 or len(params["scales"]) != 1 or name not in f_tensors:
+            if name not in f_tensors or f_tensors[name][1].dtype != np.float32:
                 continue
-            f = f_tensors[name][1]
-            if f.shape != q.shape or f.dtype != np.float32 or q.ndim < 2 or q.shape[0] != 1:
+            f64 = f_tensors[name][1].astype(np.float64)
+            signal.setdefault(int(d["index"]), []).append(float(np.sqrt(np.mean(f64 ** 2))))
+            params = d["quantization_parameters"]
+            if d["dtype"] != np.int8 or len(params["scales"]) != 1:
+                continue
+            if f64.shape != q.shape or q.ndim < 2 or q.shape[0] != 1:
                 continue  # weights (per-channel or per-tensor constants) have no batch axis
             scale, zp = float(params["scales"][0]), int(params["zero_points"][0])
-            f64 = f.astype(np.float64)
-            rms = float(np.sqrt(np.mean(f64 ** 2)))
-            rmse = float(np.sqrt(np.mean(((q.astype(np.float64) - zp) * scale - f64) ** 2)))
-            errors.setdefault(name, []).append(rmse / rms if rms > 1e-12 else np.nan)
-            steps.setdefault(name, []).append(rmse / scale)
+            err = float(np.sqrt(np.mean(((q.astype(np.float64) - zp) * scale - f64) ** 2)))
+            rmse.setdefault(name, []).append(err)
+            steps.setdefault(name, []).append(err / scale)
             meta[name] = {"index": int(d["index"]), "scale": scale, "zero_point": zp, "output": d["output_name"]}
     producers = _producers(interp)
-    mean_err = {n: float(np.nanmean(v)) if np.isfinite(v).any() else np.nan for n, v in errors.items()}
-    by_index = {meta[n]["index"]: e for n, e in mean_err.items()}
-    out = []
-    for name, err in mean_err.items():
-        if not np.isfinite(err):
-            continue
-        if meta[name]["index"] not in producers:
+    rms = {i: float(np.mean(v)) for i, v in signal.items()}
+    relative: dict[int, float] = {}
+    for name in sorted(meta, key=lambda n: producers.get(meta[n]["index"], (10 ** 9,))[0]):
+        index = meta[name]["index"]
+        if index not in producers:
             continue  # not an op output (e.g. a kernel's scratch buffer)
-        order, op, inputs = producers[meta[name]["index"]]
-        inherited = max([by_index[i] for i in inputs if i in by_index and np.isfinite(by_index[i])], default=0.0)
-        label = meta[name]["output"] or tensor_label(name)  # graph outputs by their signature names
+        # Signal = the tensor's own RMS, floored at a quarter of its largest input's: a near-zero tensor (a
+        # LayerNorm mean of a centred stream) would otherwise read as broken for an error its consumers never see.
+        inputs = producers[index][2]
+        floor = 0.25 * max([rms[i] for i in inputs if i in rms], default=0.0)
+        denom = max(rms.get(index, 0.0), floor)
+        if denom > 1e-12:
+            relative[index] = float(np.mean(rmse[name])) / denom
+    out = []
+    for name, m in meta.items():
+        if m["index"] not in relative:
+            continue
+        order, op, inputs = producers[m["index"]]
+        err = relative[m["index"]]
+        inherited = max([relative[i] for i in inputs if i in relative], default=0.0)
+        label = m["output"] or tensor_label(name)  # graph outputs by their signature names
         out.append(TensorError(graph=graph, label=label, op=op, relative_rmse=err,
                                added=max(0.0, err - inherited), rmse_over_scale=float(np.mean(steps[name])),
-                               scale=meta[name]["scale"], zero_point=meta[name]["zero_point"], order=order,
+                               scale=m["scale"], zero_point=m["zero_point"], order=order,
                                tensor=name.split(";")[0]))
     out.sort(key=lambda r: (-r.added, r.order))
     return out
