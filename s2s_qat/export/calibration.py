@@ -7,12 +7,12 @@ Rows are dicts keyed by the deployment graphs' input names; decoder rows carry F
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from s2s_qat.atomic import write_with
 from s2s_qat.runtime import Seq2SeqBackend, left_pad_prefix, pad_source
 from s2s_qat.tokenizer import TextCodec
 
@@ -28,10 +28,7 @@ class CalibrationSet:
         """One .npz (rows stacked per input), written atomically, so child processes reuse the exact set."""
         arrays = {f"{kind}/{key}": np.stack([row[key] for row in rows])
                   for kind, rows in (("encoder", self.encoder), ("decoder", self.decoder)) for key in rows[0]}
-        path = Path(path)
-        tmp = path.with_name(path.name + ".tmp.npz")
-        np.savez(tmp, **arrays)
-        os.replace(tmp, path)
+        write_with(Path(path), lambda tmp: np.savez(tmp, **arrays))
 
     @classmethod
     def load(cls, path: Path) -> "CalibrationSet":

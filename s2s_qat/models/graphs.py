@@ -46,11 +46,18 @@ def teacher_forced_logits(core: Seq2SeqCore, input_ids, attention_mask, decoder_
                           training=False, reference=False):
     """(B, S) source, (B, T) right-padded decoder input -> (B, T, V) logits."""
     memory = core.encode(input_ids, attention_mask, training=training, reference=reference)
+    return teacher_forced_decode(core, memory, attention_mask, decoder_input_ids, decoder_attention_mask,
+                                 training=training, reference=reference)
+
+
+def teacher_forced_decode(core: Seq2SeqCore, memory, attention_mask, decoder_input_ids, decoder_attention_mask,
+                          training=False, reference=False):
+    """Encoder states (B, S, D) and a right-padded decoder input (B, T) -> (B, T, V) logits."""
     t = decoder_input_ids.shape[1]
     positions = tf.range(t)[None, :] + tf.zeros_like(decoder_input_ids)
     hidden = core.decode(decoder_input_ids, decoder_attention_mask, positions, memory, attention_mask,
                          training=training, reference=reference)
-    return core.logits(hidden)
+    return core.logits(hidden, training=training)
 
 
 class _EncoderGraph(tf_keras.layers.Layer):
@@ -70,8 +77,10 @@ class _DecoderStepGraph(tf_keras.layers.Layer):
     def call(self, inputs):
         ids, mask = inputs["decoder_input_ids"], inputs["decoder_attention_mask"]
         positions = left_padded_positions(mask, ids.shape[1])
-        hidden = self.core.decode(ids, mask, positions, inputs["encoder_hidden_states"],
-                                  inputs["encoder_attention_mask"], reference=self.reference)
+        memory = inputs["encoder_hidden_states"]
+        memory = memory if self.reference else self.core.boundary(memory)
+        hidden = self.core.decode(ids, mask, positions, memory, inputs["encoder_attention_mask"],
+                                  reference=self.reference)
         return self.core.logits(hidden[:, -1, :])  # (1, V): only the newest slot is projected
 
 

@@ -8,6 +8,11 @@ Deployment form (default), as DESIGN section 3 requires:
 - static shapes only.
 Reference form (`reference=True`, same variables): large additive mask and a standard LayerNorm, as a
 Hugging Face or Keras exporter would produce it.
+
+Quantization hooks: every tensor that becomes int8 in TFLite passes through `self.fq(kind, x, training)`, which
+is the identity until `s2s_qat.qat` attaches a quantization state (then the policy table picks the tfmot
+quantizer for that layer type and tensor kind). FP32 and QAT models are therefore the same layers with the same
+variable names; the quantizer ranges are extra variables created when quantization is attached.
 """
 from __future__ import annotations
 
@@ -44,35 +49,53 @@ def sinusoidal_table(n_pos: int, dim: int) -> np.ndarray:
     return out
 
 
+# === Quantization hook ===
+
+class Quantizable(tf_keras.layers.Layer):
+    """A layer whose int8 tensors are marked with `fq`; identity while no quantization state is attached."""
+
+    quant_state = None  # set on the instance by s2s_qat.qat.attach_quantization
+
+    def fq(self, kind: str, x, training=False):
+        state = self.quant_state
+        return x if state is None else state.apply(self, kind, x, training)
+
+
+def _identity(x):
+    return x
+
+
 # === Masks ===
 
-def mask_bias(mask: tf.Tensor, mask_value: float, reference: bool) -> tf.Tensor:
+def mask_bias(mask: tf.Tensor, mask_value: float, reference: bool, fq=_identity) -> tf.Tensor:
     """int32 {0,1} mask -> float additive bias {-value, 0}.
 
     Deployment: GATHER from a constant table (no CAST). Reference: CAST then a -1e9 additive mask.
+    `fq` marks the constant table (a fixed [-value, 0] range under QAT; GATHER keeps its scale).
     """
     with tf.name_scope("mask_bias"):
         if reference:
             return (1.0 - tf.cast(mask, tf.float32)) * -REFERENCE_MASK_VALUE
-        return tf.gather(tf.constant([-mask_value, 0.0], tf.float32), mask)
+        return tf.gather(fq(tf.constant([-mask_value, 0.0], tf.float32)), mask)
 
 
-def causal_bias(key_bias: tf.Tensor, length: int, mask_value: float, reference: bool) -> tf.Tensor:
+def causal_bias(key_bias: tf.Tensor, length: int, mask_value: float, reference: bool, fq=_identity) -> tf.Tensor:
     """[B,T] key bias -> [B,T,T] bias that also blocks future keys.
 
     Deployment: MINIMUM of the key bias and a constant lower-triangular {-value, 0} table, so every entry
-    stays in {-value, 0}. Reference: sum with a -1e9 upper triangle.
+    stays in {-value, 0} (and, under QAT, in the same fixed range as the key bias). Reference: sum with a -1e9
+    upper triangle.
     """
     tri = np.tril(np.ones((length, length), dtype=np.float32))
     with tf.name_scope("causal_bias"):
         if reference:
             return key_bias[:, None, :] + tf.constant((tri - 1.0) * REFERENCE_MASK_VALUE)[None]
-        return tf.minimum(key_bias[:, None, :], tf.constant((tri - 1.0) * mask_value)[None])
+        return fq(tf.minimum(key_bias[:, None, :], fq(tf.constant((tri - 1.0) * mask_value)[None])))
 
 
 # === Layers ===
 
-class Linear(tf_keras.layers.Layer):
+class Linear(Quantizable):
     """x @ kernel + bias on the last axis (FULLY_CONNECTED after conversion); optional folded scale."""
 
     def __init__(self, units: int, use_bias: bool = True, scale: float = 1.0, **kwargs):
@@ -85,16 +108,17 @@ class Linear(tf_keras.layers.Layer):
         self.bias = self.add_weight("bias", shape=(self.units,), initializer="zeros") if self.use_bias else None
         super().build(input_shape)
 
-    def call(self, x):
+    def call(self, x, training=False):
         kernel, bias = self.kernel, self.bias
         if self.scale != 1.0:  # folded: x @ (s W) + s b == s (x @ W + b)
             kernel = kernel * self.scale
             bias = bias * self.scale if bias is not None else None
+        kernel = self.fq("kernel", kernel, training)  # per output channel; the int32 bias is derived by TFLite
         y = tf.tensordot(x, kernel, axes=1) if x.shape.rank > 2 else tf.matmul(x, kernel)
-        return y + bias if bias is not None else y
+        return self.fq("output", y + bias if bias is not None else y, training)
 
 
-class LayerNorm(tf_keras.layers.Layer):
+class LayerNorm(Quantizable):
     def __init__(self, eps: float, **kwargs):
         super().__init__(**kwargs)
         self.eps = eps
@@ -105,16 +129,19 @@ class LayerNorm(tf_keras.layers.Layer):
         self.beta = self.add_weight("beta", shape=(dim,), initializer="zeros")
         super().build(input_shape)
 
-    def call(self, x, reference: bool = False):
+    def call(self, x, reference: bool = False, training=False):
         if reference:
             mean, var = tf.nn.moments(x, axes=[-1], keepdims=True)  # SQUARED_DIFFERENCE after conversion
             return (x - mean) * tf.math.rsqrt(var + self.eps) * self.gamma + self.beta
-        xc = x - tf.reduce_mean(x, axis=-1, keepdims=True)
-        var = tf.reduce_mean(xc * xc, axis=-1, keepdims=True)  # MUL, not SQUARE
-        return xc * tf.math.rsqrt(var + self.eps) * self.gamma + self.beta
+        fq = lambda kind, t: self.fq(kind, t, training)  # noqa: E731
+        xc = fq("centered", x - fq("mean", tf.reduce_mean(x, axis=-1, keepdims=True)))
+        var = fq("variance", tf.reduce_mean(fq("square", xc * xc), axis=-1, keepdims=True))  # MUL, not SQUARE
+        inv = fq("inv_std", tf.math.rsqrt(fq("variance_eps", var + fq("eps", tf.constant(self.eps, tf.float32)))))
+        y = fq("scaled", fq("normalized", xc * inv) * fq("gamma", self.gamma))
+        return fq("output", y + fq("beta", self.beta))
 
 
-class Attention(tf_keras.layers.Layer):
+class Attention(Quantizable):
     """Multi-head attention with the softmax scale folded into the query projection."""
 
     def __init__(self, d_model: int, heads: int, dropout: float, **kwargs):
@@ -133,26 +160,26 @@ class Attention(tf_keras.layers.Layer):
 
     def call(self, query, key_value, bias, training=False):
         """query (B,Lq,D), key_value (B,Lk,D), bias (B,Lk) or (B,Lq,Lk) with values in {-c, 0}."""
-        q = self._split(self.q_proj(query))
-        k = self._split(self.k_proj(key_value))
-        v = self._split(self.v_proj(key_value))
+        q = self._split(self.q_proj(query, training=training))
+        k = self._split(self.k_proj(key_value, training=training))
+        v = self._split(self.v_proj(key_value, training=training))
         # Name scopes give the TFLite tensors readable roles (scores, masked_scores, softmax, context) for
         # the localization table.
         with tf.name_scope("scores"):
-            scores = tf.matmul(q, k, transpose_b=True)  # (B, H, Lq, Lk)
+            scores = self.fq("scores", tf.matmul(q, k, transpose_b=True), training)  # (B, H, Lq, Lk)
         bias = bias[:, None, None, :] if bias.shape.rank == 2 else bias[:, None, :, :]
         with tf.name_scope("masked_scores"):
-            masked = scores + bias
+            masked = self.fq("masked_scores", scores + bias, training)
         with tf.name_scope("softmax"):
-            probs = self.dropout(tf.nn.softmax(masked, axis=-1), training=training)
+            probs = self.dropout(self.fq("softmax", tf.nn.softmax(masked, axis=-1), training), training=training)
         with tf.name_scope("context"):
-            ctx = tf.matmul(probs, v)  # (B, H, Lq, Dh)
+            ctx = self.fq("context", tf.matmul(probs, v), training)  # (B, H, Lq, Dh)
         ctx = tf.transpose(ctx, (0, 2, 1, 3))
         b = tf.shape(ctx)[0] if ctx.shape[0] is None else ctx.shape[0]
-        return self.out_proj(tf.reshape(ctx, (b, ctx.shape[1], self.d_model)))
+        return self.out_proj(tf.reshape(ctx, (b, ctx.shape[1], self.d_model)), training=training)
 
 
-class FeedForward(tf_keras.layers.Layer):
+class FeedForward(Quantizable):
     def __init__(self, d_model: int, ffn_dim: int, activation: str, dropout: float, **kwargs):
         super().__init__(**kwargs)
         self.fc1 = Linear(ffn_dim, name="fc1")
@@ -161,11 +188,15 @@ class FeedForward(tf_keras.layers.Layer):
         self.dropout = tf_keras.layers.Dropout(dropout)
 
     def call(self, x, training=False):
-        return self.fc2(self.dropout(self.act(self.fc1(x)), training=training))
+        h = self.fq("activation", self.act(self.fc1(x, training=training)), training)
+        return self.fc2(self.dropout(h, training=training), training=training)
 
 
-class TokenEmbedding(tf_keras.layers.Layer):
-    """Shared token table (V, D); GATHER for lookup and its transpose for tied logits."""
+class TokenEmbedding(Quantizable):
+    """Shared token table (V, D); GATHER for lookup and its transpose for tied logits.
+
+    The embedding scale is folded into the gathered table, so under QAT the lookup has its own per-tensor range
+    (a constant separate from the tied output projection, which is quantized per channel)."""
 
     def __init__(self, vocab_size: int, d_model: int, **kwargs):
         super().__init__(**kwargs)
@@ -176,11 +207,12 @@ class TokenEmbedding(tf_keras.layers.Layer):
                                      initializer=tf_keras.initializers.RandomNormal(stddev=self.d_model ** -0.5))
         super().build(input_shape)
 
-    def call(self, ids):
-        return tf.gather(self.table, ids)
+    def call(self, ids, scale: float = 1.0, training=False):
+        table = self.table * scale if scale != 1.0 else self.table
+        return tf.gather(self.fq("table", table, training), ids)
 
 
-class PositionEmbedding(tf_keras.layers.Layer):
+class PositionEmbedding(Quantizable):
     """Sinusoidal (constant) or learned (variable, with an index offset as in BART) positions."""
 
     def __init__(self, kind: str, max_positions: int, d_model: int, offset: int = 0, **kwargs):
@@ -195,8 +227,9 @@ class PositionEmbedding(tf_keras.layers.Layer):
             self.table = tf.constant(sinusoidal_table(self.max_positions, self.d_model))
         super().build(input_shape)
 
-    def call(self, positions):
-        return tf.gather(self.table, positions + self.offset if self.offset else positions)
+    def call(self, positions, training=False):
+        table = self.fq("table", self.table, training)
+        return tf.gather(table, positions + self.offset if self.offset else positions)
 
 
 def embed_scale(cfg) -> float:

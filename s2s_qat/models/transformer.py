@@ -6,19 +6,19 @@ import tensorflow as tf
 import tf_keras
 
 from s2s_qat.models.config import TransformerConfig
-from s2s_qat.models.layers import (Attention, FeedForward, LayerNorm, PositionEmbedding, TokenEmbedding,
-                                   causal_bias, embed_scale, mask_bias)
+from s2s_qat.models.layers import (Attention, FeedForward, LayerNorm, PositionEmbedding, Quantizable,
+                                   TokenEmbedding, causal_bias, embed_scale, mask_bias)
 
 
-class _Block(tf_keras.layers.Layer):
+class _Block(Quantizable):
     """Residual sub-layer wiring shared by encoder and decoder blocks (pre- or post-LayerNorm)."""
 
     def _sublayer(self, x, norm, fn, training, reference, role):
-        h = norm(x, reference=reference) if self.pre else x
+        h = norm(x, reference=reference, training=training) if self.pre else x
         y = self.dropout(fn(h), training=training)
         with tf.name_scope(f"{role}_residual"):  # a readable TFLite tensor name for localization
-            x = x + y
-        return x if self.pre else norm(x, reference=reference)
+            x = self.fq(f"{role}_residual", x + y, training)
+        return x if self.pre else norm(x, reference=reference, training=training)
 
 
 class EncoderBlock(_Block):
@@ -61,7 +61,7 @@ class DecoderBlock(_Block):
                               "ffn")
 
 
-class Seq2SeqCore(tf_keras.layers.Layer):
+class Seq2SeqCore(Quantizable):
     """All variables of the model. Graph builders call `encode`, `decode` and `logits`."""
 
     def __init__(self, cfg: TransformerConfig, **kwargs):
@@ -102,14 +102,25 @@ class Seq2SeqCore(tf_keras.layers.Layer):
                                 tf.zeros((1, t), tf.int32), h, mask))
 
     def _embed(self, ids, positions, pos_layer, ln, training, reference):
-        x = self.embed_tokens(ids)
-        if self.embed_scale != 1.0:
-            x = x * self.embed_scale
+        x = self.embed_tokens(ids, scale=self.embed_scale, training=training)  # scale folded into the table
         with tf.name_scope("embed"):
-            x = x + pos_layer(positions)
+            x = self.fq("embed", x + pos_layer(positions, training=training), training)
         if ln is not None:
-            x = ln(x, reference=reference)
+            x = ln(x, reference=reference, training=training)
         return self.dropout(x, training=training)
+
+    def _mask_fq(self, training):
+        return lambda t: self.fq("mask", t, training)
+
+    @property
+    def encoder_output_layer(self) -> LayerNorm:
+        """The LayerNorm whose output is `encoder_hidden_states` (its output range is the boundary's range)."""
+        return self.enc_final_norm if self.enc_final_norm is not None else self.encoder_blocks[-1].final_layer_norm
+
+    def boundary(self, encoder_hidden_states, training=False):
+        """The decoder-step graph's memory input, marked with the encoder output's own quantizer, so both graphs
+        carry one (scale, zero point) at the boundary and the encoder's int8 bytes pass through unchanged."""
+        return self.encoder_output_layer.fq("output", encoder_hidden_states, training)
 
     def encode(self, input_ids, attention_mask, training=False, reference=False):
         """input_ids, attention_mask: (B, S) int32 -> encoder_hidden_states (B, S, D) float32."""
@@ -118,11 +129,11 @@ class Seq2SeqCore(tf_keras.layers.Layer):
         s = input_ids.shape[1]
         x = self._embed(input_ids, tf.range(s)[None, :], self.enc_positions, self.enc_layernorm_embedding,
                         training, reference)
-        bias = mask_bias(attention_mask, self.cfg.mask_value, reference)  # (B, S)
+        bias = mask_bias(attention_mask, self.cfg.mask_value, reference, self._mask_fq(training))  # (B, S)
         for block in self.encoder_blocks:
             x = block(x, bias, training=training, reference=reference)
         if self.enc_final_norm is not None:
-            x = self.enc_final_norm(x, reference=reference)
+            x = self.enc_final_norm(x, reference=reference, training=training)
         return x
 
     def decode(self, decoder_input_ids, decoder_attention_mask, positions, encoder_hidden_states,
@@ -133,24 +144,27 @@ class Seq2SeqCore(tf_keras.layers.Layer):
         t = decoder_input_ids.shape[1]
         x = self._embed(decoder_input_ids, positions, self.dec_positions, self.dec_layernorm_embedding,
                         training, reference)
-        key_bias = mask_bias(decoder_attention_mask, self.cfg.mask_value, reference)
-        self_bias = causal_bias(key_bias, t, self.cfg.mask_value, reference)  # (B, T, T)
-        cross_bias = mask_bias(encoder_attention_mask, self.cfg.mask_value, reference)  # (B, S)
+        fq = self._mask_fq(training)
+        key_bias = mask_bias(decoder_attention_mask, self.cfg.mask_value, reference, fq)
+        self_bias = causal_bias(key_bias, t, self.cfg.mask_value, reference, fq)  # (B, T, T)
+        cross_bias = mask_bias(encoder_attention_mask, self.cfg.mask_value, reference, fq)  # (B, S)
         for block in self.decoder_blocks:
             x = block(x, self_bias, encoder_hidden_states, cross_bias, training=training, reference=reference)
         if self.dec_final_norm is not None:
-            x = self.dec_final_norm(x, reference=reference)
+            x = self.dec_final_norm(x, reference=reference, training=training)
         return x
 
-    def logits(self, hidden):
+    def logits(self, hidden, training=False):
         """(..., D) -> (..., V)."""
         table = self.embed_tokens.table if self.cfg.tie_word_embeddings else self.lm_head
         with tf.name_scope("logits"):
+            # (D, V) like a Linear kernel, so the output-channel (per-channel) quantization axis is the last one.
+            kernel = self.fq("logits_kernel", tf.transpose(table), training)
             if hidden.shape.rank > 2:
-                out = tf.tensordot(hidden, table, axes=[[hidden.shape.rank - 1], [1]])
+                out = tf.tensordot(hidden, kernel, axes=1)
             else:
-                out = tf.matmul(hidden, table, transpose_b=True)
-            return out + self.final_logits_bias if self.cfg.final_logits_bias else out
+                out = tf.matmul(hidden, kernel)
+            return self.fq("logits", out + self.final_logits_bias if self.cfg.final_logits_bias else out, training)
 
 
 def left_padded_positions(decoder_attention_mask, length: int):

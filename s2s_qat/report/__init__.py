@@ -2,10 +2,9 @@
 from __future__ import annotations
 
 import datetime
-import os
 from pathlib import Path
 
-from s2s_qat.atomic import write_json, write_text
+from s2s_qat.atomic import write_json, write_text, write_with
 from s2s_qat.validate import VariantResult
 
 
@@ -133,11 +132,10 @@ def write_plot(path: Path, variants: list[dict]) -> bool:
         ax.set_xticks(list(x))
         ax.set_xticklabels(names, rotation=35, ha="right", fontsize=8)
     fig.tight_layout()
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        write_with(Path(path), lambda tmp: fig.savefig(tmp, dpi=100))
+    finally:
+        plt.close(fig)
     return True
 
 

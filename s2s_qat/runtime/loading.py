@@ -29,9 +29,10 @@ def is_tflite_folder(path: Path) -> bool:
 def runtime_settings(path: Path, beam: int | None = None) -> RuntimeConfig:
     """Raises RecipeError for an unreadable recipe.resolved.yaml."""
     manifest = path / "manifest.json"
+    saved = json.loads(manifest.read_text()).get("runtime") if manifest.is_file() else None
     run = owning_run(path)
-    if manifest.is_file() and json.loads(manifest.read_text()).get("runtime"):
-        runtime = parse_section(RuntimeConfig, json.loads(manifest.read_text())["runtime"], "manifest.json:runtime")
+    if saved:
+        runtime = parse_section(RuntimeConfig, saved, "manifest.json:runtime")
     elif run is not None:
         runtime = parse_recipe(yaml.safe_load((run / "recipe.resolved.yaml").read_text())).runtime
     else:

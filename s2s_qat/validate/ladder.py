@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from s2s_qat.atomic import write_bytes
 from s2s_qat.export import convert, inventory
 from s2s_qat.export.calibration import CalibrationSet, generation_state_calibration, naive_calibration
 from s2s_qat.models import Seq2SeqCore, build_decoder_step, build_encoder
@@ -104,7 +105,7 @@ def export_rungs(core: Seq2SeqCore, keras: KerasBackend, codec: TextCodec, recip
         counts: dict[str, int] = {}
         float_ops = quantize_ops = 0
         for kind, blob in blobs.items():
-            (directory / f"{kind}.tflite").write_bytes(blob)
+            write_bytes(directory / f"{kind}.tflite", blob)
             inv = inventory(blob, f"{name}/{kind}")
             float_ops += inv.float_ops
             quantize_ops += inv.quantize_ops
