@@ -1,4 +1,4 @@
-"""The pipeline: recipe -> data -> tokenizer -> teacher -> evaluation (ladder) -> artifacts + gates -> report.
+"""The pipeline: recipe -> data -> tokenizer -> teacher -> QAT -> evaluation (ladder) -> artifacts + gates -> report.
 
 Each stage writes under `runs/<name>/<stage>/` and a `stage.json` holding the hash of its recipe
 sections and of its inputs; a stage whose hash is unchanged is skipped on re-run.
@@ -9,24 +9,31 @@ import datetime
 import hashlib
 import json
 import logging
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
 import tensorflow as tf
 import tf_keras
+from tqdm.auto import tqdm
 
-from s2s_qat.atomic import fresh_temp_dir, publish_dir, write_json, write_text
+from s2s_qat.atomic import fresh_temp_dir, publish_dir, write_json, write_text, write_with
 from s2s_qat.data import build_splits, load_splits, save_splits
-from s2s_qat.models import Seq2SeqCore, TransformerConfig, build_core
+from s2s_qat.models import Seq2SeqCore, TransformerConfig, build_core, teacher_forced_logits
+from s2s_qat.qat import attach_quantization, calibrate, range_table
+from s2s_qat.qat.export import Parity, export_qat, parity_check
+from s2s_qat.qat.train import MixedPrefixSplit, outputs_as_split, outputs_digest, qat_loss, qat_train_config, teacher_greedy
 from s2s_qat.export.manifest import build_manifest, write_artifacts
 from s2s_qat.recipe import Recipe, dump_resolved, to_dict
 from s2s_qat.report import build_report, write_report
 from s2s_qat.runtime import KerasBackend
 from s2s_qat.tokenizer import TextCodec, save_tokenizer, train_tokenizer
 from s2s_qat.training import Trainer, cross_entropy_loss, encode_split, make_strategy, save_result
+from s2s_qat.training.batches import BatchOrder, EncodedSplit
 from s2s_qat.validate import VariantResult, evaluate_variant
 from s2s_qat.validate.gates import artifact_variant, check_gates
-from s2s_qat.validate.ladder import RUNGS, evaluate_in_child, export_rungs, save_fp32_first_logits
+from s2s_qat.validate.ladder import RUNGS, evaluate_in_child, export_rungs, save_fp32_first_logits, write_variant
 
 log = logging.getLogger("s2s_qat")
 STAGE_FILE = "stage.json"
@@ -75,6 +82,8 @@ class RunPaths:
     def teacher(self) -> Path: return self.root / "teacher"
     @property
     def teacher_model(self) -> Path: return self.root / "teacher" / "model"
+    @property
+    def qat(self) -> Path: return self.root / "qat"
 
 
 def stage_data(recipe: Recipe, paths: RunPaths) -> str:
@@ -112,18 +121,23 @@ def encode_splits(recipe: Recipe, paths: RunPaths, codec: TextCodec, names=("tra
             for n in names}
 
 
+def _start_stage(directory: Path, digest: str) -> None:
+    """Resume a stage started with the same inputs; set aside one started with other inputs."""
+    started_file = directory / "started.json"
+    if directory.exists() and (not started_file.is_file()
+                               or json.loads(started_file.read_text()).get("hash") != digest):
+        _set_aside(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    write_json(started_file, {"hash": digest})
+
+
 def stage_teacher(recipe: Recipe, paths: RunPaths, tok_digest: str, progress: bool = True,
                   stop_after: int | None = None) -> tuple[str, dict | None]:
     digest = _stage_hash("teacher", recipe.section_hash("model", "teacher", "train"), tok_digest)
     if stage_is_current(paths.teacher, digest):
         log.info("teacher: unchanged, skipped")
         return digest, json.loads((paths.teacher / "train_result.json").read_text())
-    started_file = paths.teacher / "started.json"
-    if paths.teacher.exists() and (not started_file.is_file()
-                                   or json.loads(started_file.read_text()).get("hash") != digest):
-        _set_aside(paths.teacher)
-    paths.teacher.mkdir(parents=True, exist_ok=True)
-    write_json(started_file, {"hash": digest})
+    _start_stage(paths.teacher, digest)
 
     codec = TextCodec.load(paths.tokenizer)
     cfg = TransformerConfig.from_recipe(recipe.model, codec.vocab_size)
@@ -166,10 +180,87 @@ def load_teacher(run_dir: Path) -> tuple[Seq2SeqCore, TextCodec]:
     return core, TextCodec.load(paths.tokenizer)
 
 
+def _teacher_prefixes(recipe: Recipe, paths: RunPaths, teacher: Seq2SeqCore, train, teacher_digest: str,
+                      codec: TextCodec, progress: bool):
+    """The teacher's greedy outputs for the first `qat.teacher_prefix_rows` training sources, decoded once and
+    cached in qat/teacher_outputs.npz (reused while the teacher and the row count are unchanged)."""
+    rows = min(recipe.qat.teacher_prefix_rows, len(train))
+    cache = paths.qat / "teacher_outputs.npz"
+    digest = outputs_digest(teacher_digest, rows)
+    outputs = None
+    if cache.is_file():
+        with np.load(cache) as data:
+            if str(data["digest"]) == digest:
+                outputs = data["outputs"]
+                log.info("qat: %d teacher outputs reused from %s", rows, cache)
+    if outputs is None:
+        outputs = teacher_greedy(teacher, train.input_ids[:rows], train.attention_mask[:rows], progress)
+        write_with(cache, lambda tmp: np.savez(tmp, outputs=outputs, digest=np.array(digest)))
+    sub = train.batch(np.arange(rows))
+    head = EncodedSplit(sub["input_ids"], sub["attention_mask"], sub["decoder_input_ids"],
+                        sub["decoder_attention_mask"], sub["labels"], sub["label_mask"], 0, 0)
+    return outputs_as_split(head, outputs, codec.bos_id, codec.pad_id)
+
+
+def stage_qat(recipe: Recipe, paths: RunPaths, teacher_digest: str, progress: bool = True,
+              stop_after: int | None = None) -> tuple[str, dict | None]:
+    """QAT of the deployment graphs from the teacher's weights -> qat/model (weights + ranges), qat/export/*.tflite
+    (full-INT8, no representative dataset) and qat/result.json (training, parity, inventory)."""
+    q = recipe.qat
+    digest = _stage_hash("qat", recipe.section_hash("qat"), teacher_digest)
+    if not q.enabled:
+        return digest, None
+    if stage_is_current(paths.qat, digest):
+        log.info("qat: unchanged, skipped")
+        return digest, json.loads((paths.qat / "result.json").read_text())
+    _start_stage(paths.qat, digest)
+    started = time.monotonic()
+    teacher, codec = load_teacher(paths.root)
+    core, _ = load_teacher(paths.root)  # the same FP32 weights under the same names; quantizers added below
+    encoded = encode_splits(recipe, paths, codec)
+    mixed = MixedPrefixSplit(encoded["train"], _teacher_prefixes(recipe, paths, teacher, encoded["train"],
+                                                                  teacher_digest, codec, progress),
+                             q.teacher_prefix_fraction, recipe.seed)
+    state = attach_quantization(core)
+    order = BatchOrder(len(mixed), q.batch_size, recipe.seed + 1)
+    calib = (mixed.batch(order.indices(i)) for i in range(q.calibration_batches))
+    calibrate(core, state, tqdm(calib, total=q.calibration_batches, desc="qat calibration", unit="batch",
+                                disable=not progress, dynamic_ncols=True),
+              lambda c, b: teacher_forced_logits(c, b["input_ids"], b["attention_mask"], b["decoder_input_ids"],
+                                                 b["decoder_attention_mask"]))
+    trainer = Trainer(core, qat_train_config(recipe.train, q), mixed, encoded["validation"], paths.qat,
+                      recipe.seed + 1, loss_fn=qat_loss(teacher, q), eval_loss_fn=cross_entropy_loss(0.0),
+                      progress=progress)
+    result = trainer.run(stop_after=stop_after)
+    if result.stop_reason == "interrupted":
+        return digest, None
+    tmp = fresh_temp_dir(paths.qat / "model")
+    write_text(tmp / "config.json", core.cfg.to_json())
+    tf.train.Checkpoint(core=core).write(str(tmp / "weights"))
+    publish_dir(tmp, paths.qat / "model")
+    write_json(paths.qat / "ranges.json", range_table(state))
+
+    blobs = export_qat(core)
+    tmp = fresh_temp_dir(paths.qat / "export")
+    for kind, blob in blobs.items():
+        (tmp / f"{kind}.tflite").write_bytes(blob)
+    publish_dir(tmp, paths.qat / "export")
+    test = load_splits(paths.data)["test"]
+    n = len(test) if recipe.eval.max_sentences is None else min(len(test), recipe.eval.max_sentences)
+    parity = parity_check(core, blobs, codec, test["source"][:n], q.parity_min_cosine, q.parity_min_identical,
+                          progress)
+    log.info("qat: %s", parity.message())
+    out = {"training": asdict(result), "parity": parity.as_dict(), "quantizers": len(state.slots),
+           "seconds": time.monotonic() - started}
+    write_json(paths.qat / "result.json", out)
+    mark_stage(paths.qat, digest, steps=result.steps, parity_passed=parity.passed)
+    return digest, out
+
+
 def stage_evaluate(recipe: Recipe, paths: RunPaths, teacher_digest: str, training: dict | None,
-                   progress: bool = True) -> dict:
-    """Evaluate the ladder variants (FP32 for now) on the test split; results are cached in `eval/`."""
-    digest = _stage_hash("eval", recipe.section_hash("runtime", "eval", "ladder"), teacher_digest)
+                   progress: bool = True, qat: dict | None = None, qat_digest: str = "") -> dict:
+    """Evaluate the ladder variants on the test split; results are cached in `eval/`."""
+    digest = _stage_hash("eval", recipe.section_hash("runtime", "eval", "ladder"), teacher_digest, qat_digest)
     cache = paths.root / "eval"
     if stage_is_current(cache, digest):
         log.info("evaluation: unchanged, skipped")
@@ -183,11 +274,18 @@ def stage_evaluate(recipe: Recipe, paths: RunPaths, teacher_digest: str, trainin
     fp32, chosen_name = by_name["fp32"], artifact_variant(recipe)
     chosen = by_name[chosen_name] if chosen_name else fp32
     gates = check_gates(recipe.gates, chosen, fp32)
+    if qat is not None and chosen.name == "qat-int8":
+        parity = qat["parity"]
+        gates["checks"].append({"name": "qat_parity", "value": parity["mean_cosine"],
+                                "threshold": parity["min_cosine_required"], "passed": parity["passed"],
+                                "message": Parity(**{k: v for k, v in parity.items() if k != "passed"}).message()})
+        gates["passed"] = all(c["passed"] for c in gates["checks"])
     if chosen_name:
         artifacts = publish_artifacts(recipe, paths, chosen, gates["passed"])
     else:
         artifacts = {"variant": "fp32", "dir": str(paths.teacher_model)}
-    report = build_report(recipe.name, variants, artifacts, gates, cached["data"], training, cached["examples"])
+    report = build_report(recipe.name, variants, artifacts, gates, cached["data"], training, cached["examples"],
+                          qat=qat)
     write_report(paths.root, report)
     return report
 
@@ -202,8 +300,11 @@ def publish_artifacts(recipe: Recipe, paths: RunPaths, chosen: VariantResult, ga
         return {"variant": chosen.name, "dir": None, "withheld": why}
     source = paths.root / "ladder" / chosen.name
     encoder, decoder = (source / "encoder.tflite").read_bytes(), (source / "decoder_step.tflite").read_bytes()
-    rung = RUNGS[chosen.name]
-    mode = rung.encoder_mode if rung.encoder_mode == rung.decoder_mode else f"{rung.encoder_mode}+{rung.decoder_mode}"
+    if chosen.name == "qat-int8":
+        mode = "qat-int8"
+    else:
+        rung = RUNGS[chosen.name]
+        mode = rung.encoder_mode if rung.encoder_mode == rung.decoder_mode else f"{rung.encoder_mode}+{rung.decoder_mode}"
     recipe_hash = hashlib.sha256(dump_resolved(recipe).encode()).hexdigest()
     manifest = build_manifest(encoder, decoder, TextCodec.load(paths.tokenizer), mode, recipe_hash,
                               variant=chosen.name, runtime=to_dict(recipe.runtime))
@@ -241,7 +342,12 @@ def _ladder(recipe: Recipe, paths: RunPaths, core: Seq2SeqCore, keras: KerasBack
     ladder_dir = paths.root / "ladder"
     save_fp32_first_logits(paths.root, fp32_logits)
     calib = splits["calibration"]
-    exported = export_rungs(core, keras, codec, recipe, calib["source"], calib["target"], names, ladder_dir, progress)
+    exported = export_rungs(core, keras, codec, recipe, calib["source"], calib["target"],
+                            [n for n in names if n in RUNGS], ladder_dir, progress)
+    if "qat-int8" in names:
+        qat_dir = paths.qat / "export"
+        exported["qat-int8"] = write_variant("qat-int8", {k: (qat_dir / f"{k}.tflite").read_bytes()
+                                                          for k in ("encoder", "decoder_step")}, ladder_dir / "qat-int8")
     results = []
     for name in names:
         info = exported[name]
@@ -266,4 +372,8 @@ def run_pipeline(recipe: Recipe, run_dir: Path, progress: bool = True, stop_afte
     teacher_digest, training = stage_teacher(recipe, paths, tok_digest, progress=progress, stop_after=stop_after)
     if training is None:
         return None
-    return stage_evaluate(recipe, paths, teacher_digest, training, progress=progress)
+    qat_digest, qat = stage_qat(recipe, paths, teacher_digest, progress=progress, stop_after=stop_after)
+    if recipe.qat.enabled and qat is None:
+        return None
+    return stage_evaluate(recipe, paths, teacher_digest, training, progress=progress, qat=qat,
+                          qat_digest=qat_digest if recipe.qat.enabled else "")

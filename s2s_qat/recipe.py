@@ -167,7 +167,7 @@ class EvalConfig:
 
 
 LADDER_VARIANTS = ("fp32", "float-tflite", "dynamic-range", "ptq-int8-naive", "ptq-int8", "int16x8",
-                   "int8-enc+fp32-dec", "fp32-enc+int8-dec")  # QAT and student variants come later
+                   "int8-enc+fp32-dec", "fp32-enc+int8-dec", "qat-int8")  # student variants come later
 
 
 @dataclass(frozen=True)
@@ -188,10 +188,33 @@ def _disabled_stage(doc: str) -> Any:
     return Stage
 
 
-QatConfig = _disabled_stage("quantization-aware training (not available in this version: allowed value false)")
+@dataclass(frozen=True)
+class QatConfig:
+    """Quantization-aware training of the deployment graphs, starting from the FP32 teacher's weights."""
+    enabled: bool = _f(False, doc="run QAT and export the `qat-int8` ladder variant (needs `qat-int8` in ladder.variants)")
+    max_steps: int = _f(400, doc="QAT optimizer steps", min=1)
+    batch_size: int = _f(64, doc="sentences per step", min=1)
+    learning_rate: float = _f(2e-4, doc="peak learning rate (fine-tuning: well below the teacher's)", min_exclusive=0.0, max=1.0)
+    warmup_steps: int = _f(50, doc="linear warm-up steps", min=0)
+    schedule: Literal["inverse_sqrt", "cosine", "constant"] = _f("cosine", doc="learning-rate schedule after warm-up")
+    label_smoothing: float = _f(0.0, doc="label smoothing of the cross-entropy term", min=0.0, max=0.5)
+    calibration_batches: int = _f(16, doc="training batches whose float min/max set the initial activation ranges", min=1)
+    distill_weight: float = _f(0.5, doc="weight of the logits KL to the FP32 teacher; the cross-entropy gets 1 - this", min=0.0, max=1.0)
+    temperature: float = _f(2.0, doc="softmax temperature of the logits KL (the term is scaled by T^2)", min_exclusive=0.0, max=20.0)
+    encoder_mse_weight: float = _f(0.0, doc="weight of the MSE between the QAT and FP32 encoder outputs", min=0.0)
+    cross_attention_mse_weight: float = _f(0.0, doc="weight of the MSE between QAT and FP32 cross-attention outputs (every decoder layer)", min=0.0)
+    teacher_prefix_fraction: float = _f(0.5, doc="share of training rows whose decoder input and labels are the teacher's own greedy output instead of the gold target", min=0.0, max=1.0)
+    teacher_prefix_rows: int = _f(4096, doc="training sources the teacher decodes once (cached in `qat/`) to supply those rows", min=1)
+    eval_every: int = _f(100, doc="steps between validation-loss evaluations (of the fake-quantized model) and checkpoints", min=1)
+    early_stopping_patience: int = _f(0, doc="evaluations without improvement before stopping (0: never stop early)", min=0)
+    max_minutes: float | None = _f(None, doc="wall-clock budget for QAT training; stops after the next evaluation", min_exclusive=0.0)
+    parity_min_cosine: float = _f(0.999, doc="lowest mean first-step logits cosine between the QAT Keras model and its TFLite export", min=-1.0, max=1.0)
+    parity_min_identical: float = _f(0.99, doc="lowest share of test sentences with identical greedy outputs (QAT Keras vs TFLite)", min=0.0, max=1.0)
+
+
 DistillConfig = _disabled_stage("student distillation (not available in this version: allowed value false)")
-# `export.variant: auto` takes the first of these that the ladder ran (QAT and student variants will lead it).
-AUTO_ARTIFACT_ORDER = ("ptq-int8",)
+# `export.variant: auto` takes the first of these that the ladder ran (student variants will join them).
+AUTO_ARTIFACT_ORDER = ("qat-int8", "ptq-int8")
 
 
 @dataclass(frozen=True)
@@ -417,6 +440,9 @@ def _cross_checks(recipe: Recipe) -> list[tuple[str, str]]:
     if ex != "auto" and ex not in recipe.ladder.variants:
         problems.append(("export.variant", f"got {_show(ex)}; expected \"auto\" or one of ladder.variants "
                                            f"({', '.join(recipe.ladder.variants)})"))
+    if recipe.qat.enabled != ("qat-int8" in recipe.ladder.variants):
+        problems.append(("qat.enabled", f"got {_show(recipe.qat.enabled)}; expected true exactly when ladder.variants "
+                                        f"lists qat-int8 (QAT output is evaluated and exported as that variant)"))
     if rt.max_new_tokens is not None and rt.max_new_tokens > m.target_length:
         problems.append(("runtime.max_new_tokens", f"got {rt.max_new_tokens}; expected <= model.target_length ({m.target_length})"))
     return problems

@@ -107,6 +107,8 @@ def test_gates_on_a_failed_variant_or_on_fp32():
 def test_artifact_variant_choice_and_validation():
     assert artifact_variant(parse_recipe({"name": "a"})) is None  # the default ladder exports nothing
     assert artifact_variant(parse_recipe({"name": "a", "ladder": {"variants": ["fp32", "ptq-int8"]}})) == "ptq-int8"
+    with_qat = {"name": "a", "ladder": {"variants": ["fp32", "ptq-int8", "qat-int8"]}, "qat": {"enabled": True}}
+    assert artifact_variant(parse_recipe(with_qat)) == "qat-int8"  # QAT leads the automatic choice
     explicit = {"name": "a", "ladder": {"variants": ["fp32", "float-tflite"]}, "export": {"variant": "float-tflite"}}
     assert artifact_variant(parse_recipe(explicit)) == "float-tflite"
     from s2s_qat.recipe import RecipeError

@@ -76,7 +76,7 @@ def mask_bias(mask: tf.Tensor, mask_value: float, reference: bool, fq=_identity)
     with tf.name_scope("mask_bias"):
         if reference:
             return (1.0 - tf.cast(mask, tf.float32)) * -REFERENCE_MASK_VALUE
-        return tf.gather(fq(tf.constant([-mask_value, 0.0], tf.float32)), mask)
+        return fq(tf.gather(fq(tf.constant([-mask_value, 0.0], tf.float32)), mask))
 
 
 def causal_bias(key_bias: tf.Tensor, length: int, mask_value: float, reference: bool, fq=_identity) -> tf.Tensor:

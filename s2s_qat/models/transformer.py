@@ -50,13 +50,21 @@ class DecoderBlock(_Block):
         self.final_layer_norm = LayerNorm(cfg.layer_norm_eps, name="final_layer_norm")
         self.dropout = tf_keras.layers.Dropout(cfg.dropout)
 
+    # Set to a list by a distillation loss while it traces the graph: collects the cross-attention outputs.
+    taps: list | None = None
+
+    def _tap(self, x):
+        if self.taps is not None:
+            self.taps.append(x)
+        return x
+
     def call(self, x, self_bias, memory, cross_bias, training=False, reference=False):
         x = self._sublayer(x, self.self_attn_layer_norm,
                            lambda h: self.self_attn(h, h, self_bias, training=training), training, reference,
                            "self_attn")
         x = self._sublayer(x, self.cross_attn_layer_norm,
-                           lambda h: self.cross_attn(h, memory, cross_bias, training=training), training, reference,
-                           "encoder_attn")
+                           lambda h: self._tap(self.cross_attn(h, memory, cross_bias, training=training)), training,
+                           reference, "encoder_attn")
         return self._sublayer(x, self.final_layer_norm, lambda h: self.ffn(h, training=training), training, reference,
                               "ffn")
 

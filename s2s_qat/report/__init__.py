@@ -9,8 +9,9 @@ from s2s_qat.validate import VariantResult
 
 
 def build_report(recipe_name: str, variants: list[VariantResult], artifacts: dict | None, gates: dict,
-                 data_stats: dict, training: dict | None, examples: list[dict]) -> dict:
+                 data_stats: dict, training: dict | None, examples: list[dict], qat: dict | None = None) -> dict:
     return {
+        "qat": qat,
         "recipe": recipe_name,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "variants": [v.as_dict() for v in variants],
@@ -53,6 +54,7 @@ def render_markdown(report: dict) -> str:
         lines += ["## Teacher training", "", f"Steps {tr['steps']} (best {tr['best_step']}), best validation loss "
                   f"{tr['best_val_loss']:.4f}, stopped by {tr['stop_reason']}, {tr['seconds']:.0f} s "
                   f"(this invocation; resumed from step {tr['resumed_from']}).", ""]
+    lines += _qat_lines(report.get("qat"))
     if report.get("plot"):
         lines += [f"![BLEU and pair cosine per variant]({report['plot']})", ""]
     lines += _localization_lines(report)
@@ -81,6 +83,26 @@ def render_markdown(report: dict) -> str:
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines)
+
+
+def _qat_lines(qat: dict | None) -> list[str]:
+    if not qat:
+        return []
+    tr, p = qat["training"], qat["parity"]
+    lines = ["## Quantization-aware training", "",
+             f"{qat['quantizers']} quantizers; steps {tr['steps']} (best {tr['best_step']}), best validation loss of "
+             f"the fake-quantized model {tr['best_val_loss']:.4f}, stopped by {tr['stop_reason']}; stage "
+             f"{qat['seconds']:.0f} s (calibration, training, export, parity).", "",
+             f"Parity ({'passed' if p['passed'] else 'FAILED'}): QAT Keras vs its full-INT8 TFLite export on "
+             f"{p['sentences']} test sentences: first-step logits cosine mean {p['mean_cosine']:.5f} (min "
+             f"{p['min_cosine']:.5f}), identical greedy outputs {100 * p['identical_greedy']:.1f}%, identity "
+             f"boundary: {p['boundary_identity']}.", ""]
+    if p.get("first_difference"):
+        lines += ["| source | QAT Keras | TFLite |", "|---|---|---|"]
+        for d in p["first_difference"]:
+            lines.append("| " + " | ".join(d[k].replace("|", "\\|") for k in ("source", "keras", "tflite")) + " |")
+        lines.append("")
+    return lines
 
 
 def _localization_lines(report: dict) -> list[str]:

@@ -102,18 +102,23 @@ def export_rungs(core: Seq2SeqCore, keras: KerasBackend, codec: TextCodec, recip
         except Exception as err:  # a converter failure is this variant's result, reported in its row
             info[name] = {"error": f"export failed: {type(err).__name__}: {err}"}
             continue
-        counts: dict[str, int] = {}
-        float_ops = quantize_ops = 0
-        for kind, blob in blobs.items():
-            write_bytes(directory / f"{kind}.tflite", blob)
-            inv = inventory(blob, f"{name}/{kind}")
-            float_ops += inv.float_ops
-            quantize_ops += inv.quantize_ops
-            for op, n in inv.op_counts.items():
-                counts[op] = counts.get(op, 0) + n
-        info[name] = {"float_ops": float_ops, "quantize_ops": quantize_ops, "op_counts": counts,
-                      "size_bytes": sum(len(b) for b in blobs.values())}
+        info[name] = write_variant(name, blobs, directory)
     return info
+
+
+def write_variant(name: str, blobs: dict[str, bytes], directory: Path) -> dict:
+    """Write ladder/<variant>/{encoder,decoder_step}.tflite; returns the variant's summed op inventory."""
+    counts: dict[str, int] = {}
+    float_ops = quantize_ops = 0
+    for kind, blob in blobs.items():
+        write_bytes(directory / f"{kind}.tflite", blob)
+        inv = inventory(blob, f"{name}/{kind}")
+        float_ops += inv.float_ops
+        quantize_ops += inv.quantize_ops
+        for op, n in inv.op_counts.items():
+            counts[op] = counts.get(op, 0) + n
+    return {"float_ops": float_ops, "quantize_ops": quantize_ops, "op_counts": counts,
+            "size_bytes": sum(len(b) for b in blobs.values())}
 
 
 def evaluate_in_child(name: str, run_dir: Path, variant_dir: Path, timeout_s: float = 3600) -> VariantResult:

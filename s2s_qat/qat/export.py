@@ -1,0 +1,81 @@
+"""Export of the QAT graphs to full-INT8 TFLite, and the parity check between the QAT Keras model and that export.
+
+The QAT graphs carry every range as a fake-quantization op, so no representative dataset is needed; the encoder
+output and the decoder's `encoder_hidden_states` input use one quantizer (`Seq2SeqCore.boundary`), so both sides
+of the boundary get the same (scale, zero point) and the runtime passes the int8 bytes through unchanged.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from s2s_qat.export import convert
+from s2s_qat.models import Seq2SeqCore, build_decoder_step, build_encoder
+from s2s_qat.recipe import RuntimeConfig
+from s2s_qat.runtime import KerasBackend, Translator
+from s2s_qat.runtime.tflite_backend import TFLiteBackend
+from s2s_qat.tokenizer import TextCodec
+from s2s_qat.validate.metrics import first_step_logits
+
+
+def export_qat(core: Seq2SeqCore) -> dict[str, bytes]:
+    """{"encoder": bytes, "decoder_step": bytes}: full-INT8 flatbuffers of a QAT core's deployment graphs."""
+    return {"encoder": convert(build_encoder(core), "qat"), "decoder_step": convert(build_decoder_step(core), "qat")}
+
+
+@dataclass
+class Parity:
+    sentences: int
+    mean_cosine: float
+    min_cosine: float
+    identical_greedy: float      # share of sentences whose greedy token sequences are identical
+    first_difference: list[dict]  # up to 5 sentences that differ: source, keras, tflite
+    boundary_identity: bool
+    min_cosine_required: float
+    min_identical_required: float
+
+    @property
+    def passed(self) -> bool:
+        return (self.mean_cosine >= self.min_cosine_required and self.identical_greedy >= self.min_identical_required
+                and self.boundary_identity)
+
+    def message(self) -> str:
+        return (f"QAT Keras vs TFLite on {self.sentences} test sentences: first-step logits cosine mean "
+                f"{self.mean_cosine:.5f} (min {self.min_cosine:.5f}; required >= {self.min_cosine_required}), "
+                f"identical greedy outputs {100 * self.identical_greedy:.1f}% (required >= "
+                f"{100 * self.min_identical_required:.0f}%), boundary identity {self.boundary_identity}")
+
+    def as_dict(self) -> dict:
+        return dict(asdict(self), passed=self.passed)
+
+
+def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    a = a - a.mean(-1, keepdims=True)
+    b = b - b.mean(-1, keepdims=True)
+    return (a * b).sum(-1) / np.maximum(np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1), 1e-12)
+
+
+def parity_check(core: Seq2SeqCore, blobs: dict[str, bytes], codec: TextCodec, sources: list[str],
+                 min_cosine: float, min_identical: float, progress: bool = True) -> Parity:
+    """Greedy outputs and first-step logits of the QAT Keras graphs (fake-quantized float) against the TFLite
+    export, on the same sources and the same host loop."""
+    keras = KerasBackend(core)
+    tflite = TFLiteBackend(blobs["encoder"], blobs["decoder_step"])
+    cos = _cosine(first_step_logits(keras, codec, sources), first_step_logits(tflite, codec, sources))
+    greedy = RuntimeConfig()
+    tk, tt = Translator.create(codec, keras, greedy), Translator.create(codec, tflite, greedy)
+    same, differ = 0, []
+    for s in tqdm(sources, desc="qat parity", unit="sent", disable=not progress, dynamic_ncols=True):
+        a, b = tk.hypothesis(s), tt.hypothesis(s)
+        ta, tb = (list(a.tokens) if a else []), (list(b.tokens) if b else [])
+        same += ta == tb
+        if ta != tb and len(differ) < 5:
+            differ.append({"source": s, "keras": codec.decode(ta), "tflite": codec.decode(tb)})
+    m_out, m_in = tflite.memory_out, tflite.memory_in
+    identity = bool(m_out.dtype == m_in.dtype == np.int8 and np.isclose(m_out.scale, m_in.scale, rtol=0, atol=0)
+                    and m_out.zero_point == m_in.zero_point)
+    return Parity(sentences=len(sources), mean_cosine=float(cos.mean()), min_cosine=float(cos.min()),
+                  identical_greedy=same / max(len(sources), 1), first_difference=differ, boundary_identity=identity,
+                  min_cosine_required=min_cosine, min_identical_required=min_identical)
