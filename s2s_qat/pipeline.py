@@ -23,7 +23,8 @@ from s2s_qat.data import build_splits, load_splits, save_splits
 from s2s_qat.models import Seq2SeqCore, TransformerConfig, build_core, teacher_forced_logits
 from s2s_qat.qat import attach_quantization, calibrate, range_table
 from s2s_qat.qat.export import Parity, export_qat, parity_check
-from s2s_qat.qat.train import MixedPrefixSplit, outputs_as_split, outputs_digest, qat_loss, qat_train_config, teacher_greedy
+from s2s_qat.qat.train import (MixedPrefixSplit, outputs_as_split, outputs_digest, qat_loss, qat_train_config,
+                               teacher_greedy)
 from s2s_qat.export.manifest import build_manifest, write_artifacts
 from s2s_qat.recipe import Recipe, dump_resolved, to_dict
 from s2s_qat.report import build_report, write_report
@@ -207,7 +208,9 @@ def stage_qat(recipe: Recipe, paths: RunPaths, teacher_digest: str, progress: bo
     """QAT of the deployment graphs from the teacher's weights -> qat/model (weights + ranges), qat/export/*.tflite
     (full-INT8, no representative dataset) and qat/result.json (training, parity, inventory)."""
     q = recipe.qat
-    digest = _stage_hash("qat", recipe.section_hash("qat"), teacher_digest)
+    # Parity thresholds are judged at evaluation time: changing them must not retrain.
+    trained_by = {k: v for k, v in to_dict(q).items() if not k.startswith("parity_")}
+    digest = _stage_hash("qat", json.dumps(trained_by, sort_keys=True), str(recipe.seed), teacher_digest)
     if not q.enabled:
         return digest, None
     if stage_is_current(paths.qat, digest):
@@ -274,11 +277,15 @@ def stage_evaluate(recipe: Recipe, paths: RunPaths, teacher_digest: str, trainin
     fp32, chosen_name = by_name["fp32"], artifact_variant(recipe)
     chosen = by_name[chosen_name] if chosen_name else fp32
     gates = check_gates(recipe.gates, chosen, fp32)
+    if qat is not None:  # measured in the QAT stage, judged with the recipe's current thresholds
+        stored = {k: v for k, v in qat["parity"].items() if k != "passed"}
+        parity = Parity(**dict(stored, min_cosine_required=recipe.qat.parity_min_cosine,
+                               min_identical_required=recipe.qat.parity_min_identical))
+        qat = dict(qat, parity=parity.as_dict())
     if qat is not None and chosen.name == "qat-int8":
-        parity = qat["parity"]
-        gates["checks"].append({"name": "qat_parity", "value": parity["mean_cosine"],
-                                "threshold": parity["min_cosine_required"], "passed": parity["passed"],
-                                "message": Parity(**{k: v for k, v in parity.items() if k != "passed"}).message()})
+        gates["checks"].append({"name": "qat_parity", "value": parity.mean_cosine,
+                                "threshold": parity.min_cosine_required, "passed": parity.passed,
+                                "message": parity.message()})
         gates["passed"] = all(c["passed"] for c in gates["checks"])
     if chosen_name:
         artifacts = publish_artifacts(recipe, paths, chosen, gates["passed"])
@@ -304,7 +311,8 @@ def publish_artifacts(recipe: Recipe, paths: RunPaths, chosen: VariantResult, ga
         mode = "qat-int8"
     else:
         rung = RUNGS[chosen.name]
-        mode = rung.encoder_mode if rung.encoder_mode == rung.decoder_mode else f"{rung.encoder_mode}+{rung.decoder_mode}"
+        same = rung.encoder_mode == rung.decoder_mode
+        mode = rung.encoder_mode if same else f"{rung.encoder_mode}+{rung.decoder_mode}"
     recipe_hash = hashlib.sha256(dump_resolved(recipe).encode()).hexdigest()
     manifest = build_manifest(encoder, decoder, TextCodec.load(paths.tokenizer), mode, recipe_hash,
                               variant=chosen.name, runtime=to_dict(recipe.runtime))
@@ -346,8 +354,8 @@ def _ladder(recipe: Recipe, paths: RunPaths, core: Seq2SeqCore, keras: KerasBack
                             [n for n in names if n in RUNGS], ladder_dir, progress)
     if "qat-int8" in names:
         qat_dir = paths.qat / "export"
-        exported["qat-int8"] = write_variant("qat-int8", {k: (qat_dir / f"{k}.tflite").read_bytes()
-                                                          for k in ("encoder", "decoder_step")}, ladder_dir / "qat-int8")
+        blobs = {k: (qat_dir / f"{k}.tflite").read_bytes() for k in ("encoder", "decoder_step")}
+        exported["qat-int8"] = write_variant("qat-int8", blobs, ladder_dir / "qat-int8")
     results = []
     for name in names:
         info = exported[name]

@@ -96,8 +96,9 @@ def spec_for(layer, kind: str, policy: dict = POLICY) -> QuantSpec:
         raise PolicyError(f"layer {layer_path(layer)} ({type(layer).__name__}) is not in the quantization policy; "
                           f"listed layer types: {', '.join(sorted(policy))}")
     if kind not in kinds:
+        listed = ", ".join(sorted(kinds)) or "none"
         raise PolicyError(f"tensor {kind!r} of layer {layer_path(layer)} ({type(layer).__name__}) is not in the "
-                          f"quantization policy; listed for {type(layer).__name__}: {', '.join(sorted(kinds)) or 'none'}")
+                          f"quantization policy; listed for {type(layer).__name__}: {listed}")
     return kinds[kind]
 
 
