@@ -22,7 +22,7 @@ from s2s_qat.atomic import fresh_temp_dir, publish_dir, write_json, write_text, 
 from s2s_qat.data import build_splits, load_splits, save_splits
 from s2s_qat.models import Seq2SeqCore, TransformerConfig, build_core, teacher_forced_logits
 from s2s_qat.qat import attach_quantization, calibrate, range_table
-from s2s_qat.qat.export import Parity, export_qat, parity_check
+from s2s_qat.qat.export import Parity, export_qat, localize_qat, parity_check
 from s2s_qat.qat.train import (MixedPrefixSplit, outputs_as_split, outputs_digest, qat_loss, qat_train_config,
                                teacher_greedy)
 from s2s_qat.export.manifest import build_manifest, write_artifacts
@@ -218,6 +218,9 @@ def stage_qat(recipe: Recipe, paths: RunPaths, teacher_digest: str, progress: bo
         return digest, json.loads((paths.qat / "result.json").read_text())
     _start_stage(paths.qat, digest)
     started = time.monotonic()
+    tf_keras.utils.set_random_seed(recipe.seed + 1)  # dropout draws do not depend on what ran before in this process
+    if recipe.train.deterministic:
+        tf.config.experimental.enable_op_determinism()
     teacher, codec = load_teacher(paths.root)
     core, _ = load_teacher(paths.root)  # the same FP32 weights under the same names; quantizers added below
     encoded = encode_splits(recipe, paths, codec)
@@ -255,6 +258,11 @@ def stage_qat(recipe: Recipe, paths: RunPaths, teacher_digest: str, progress: bo
     log.info("qat: %s", parity.message())
     out = {"training": asdict(result), "parity": parity.as_dict(), "quantizers": len(state.slots),
            "seconds": time.monotonic() - started}
+    if recipe.ladder.localize:  # the same table as the ladder's full-INT8 variants (and the parity's diagnosis)
+        n_loc = min(recipe.ladder.localization_rows, n)
+        rows = localize_qat(core, state, blobs, codec, test["source"][:n_loc], test["target"][:n_loc])
+        write_json(paths.qat / "localization.json", rows)
+        out["localization"] = rows[:10]
     write_json(paths.qat / "result.json", out)
     mark_stage(paths.qat, digest, steps=result.steps, parity_passed=parity.passed)
     return digest, out
@@ -283,9 +291,13 @@ def stage_evaluate(recipe: Recipe, paths: RunPaths, teacher_digest: str, trainin
                                min_identical_required=recipe.qat.parity_min_identical))
         qat = dict(qat, parity=parity.as_dict())
     if qat is not None and chosen.name == "qat-int8":
+        message = parity.message()
+        if not parity.passed and qat.get("localization"):
+            message += "; largest int8 errors: " + ", ".join(
+                f"{r['graph']} {r['label']} ({r['op']}, adds {r['added']:.3f})" for r in qat["localization"][:3])
         gates["checks"].append({"name": "qat_parity", "value": parity.mean_cosine,
                                 "threshold": parity.min_cosine_required, "passed": parity.passed,
-                                "message": parity.message()})
+                                "message": message})
         gates["passed"] = all(c["passed"] for c in gates["checks"])
     if chosen_name:
         artifacts = publish_artifacts(recipe, paths, chosen, gates["passed"])
@@ -363,6 +375,8 @@ def _ladder(recipe: Recipe, paths: RunPaths, core: Seq2SeqCore, keras: KerasBack
             results.append(VariantResult(name=name, status="failed", error=info["error"]))
             continue
         result = evaluate_in_child(name, paths.root, ladder_dir / name)
+        if name == "qat-int8" and (paths.qat / "localization.json").is_file():
+            result.extra["localization"] = json.loads((paths.qat / "localization.json").read_text())[:10]
         for key in ("float_ops", "quantize_ops", "op_counts", "size_bytes"):
             setattr(result, key, info[key])
         write_json(ladder_dir / name / "metrics.json", result.as_dict())

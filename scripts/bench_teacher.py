@@ -55,6 +55,8 @@ def main() -> int:
                    for v in report["variants"]],
         "data": report["data"],
         "gates": report["gates"],
+        "artifacts": report.get("artifacts"),
+        "qat": report.get("qat"),
     }
     out = args.out or ROOT / "benchmarks" / f"{name}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -65,6 +67,16 @@ def main() -> int:
             ("exact match %", f"{fp32['exact_match']:.1f}"),
             ("pair cosine", f"{fp32['source_sensitivity']['pair_cosine']:.3f}"),
             ("tokens/s (Keras, batch 1)", f"{fp32['tokens_per_second']:.1f}")]
+    qat = report.get("qat")
+    by_name = {v["name"]: v for v in report["variants"]}
+    if qat and by_name.get("qat-int8", {}).get("status") == "ok":
+        q = by_name["qat-int8"]
+        rows += [("qat-int8 BLEU", f"{q['bleu']:.2f} ({q['bleu'] - fp32['bleu']:+.2f} vs fp32)"),
+                 ("qat-int8 exact match %", f"{q['exact_match']:.1f}"),
+                 ("QAT train minutes", f"{qat['training']['seconds'] / 60:.1f} "
+                                       f"({qat['training']['seconds'] / training['seconds']:.2f} x teacher)"),
+                 ("QAT parity cosine / identical", f"{qat['parity']['mean_cosine']:.5f} / "
+                                                   f"{100 * qat['parity']['identical_greedy']:.1f}%")]
     width = max(len(k) for k, _ in rows)
     print(f"{name} (fp32 teacher)")
     for k, v in rows:

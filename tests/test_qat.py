@@ -49,8 +49,8 @@ def test_policy_covers_every_layer_the_builder_emits(variant):
     types = {type(layer).__name__ for layer, _ in quantizable_layers(core)}
     assert types <= set(POLICY)
     # every quantizer the policy lists for a layer that has tensors of its own is reached by the graphs
-    used = {(type(layer).__name__, kind) for layer, _ in quantizable_layers(core) for kind in POLICY[type(layer).__name__]
-            if (id(layer), kind) in state.slots}
+    used = {(type(layer).__name__, kind) for layer, _ in quantizable_layers(core)
+            for kind in POLICY[type(layer).__name__] if (id(layer), kind) in state.slots}
     assert ("Attention", "softmax") in used and ("Seq2SeqCore", "mask") in used and ("LayerNorm", "inv_std") in used
     assert len(state.slots) > 50
 
@@ -58,7 +58,8 @@ def test_policy_covers_every_layer_the_builder_emits(variant):
 def test_unlisted_layer_or_tensor_fails_with_its_name():
     core = tiny_core()
     core.encoder_blocks[0].extra = tf_keras.layers.Dense(4, name="extra_dense")
-    with pytest.raises(PolicyError, match=r"seq2seq/encoder_layer_0/extra_dense \(Dense\) is not in the quantization policy"):
+    with pytest.raises(PolicyError,
+                       match=r"seq2seq/encoder_layer_0/extra_dense \(Dense\) is not in the quantization policy"):
         attach_quantization(core)
 
     policy = {name: dict(kinds) for name, kinds in POLICY.items()}
@@ -113,6 +114,38 @@ def test_qat_export_is_full_int8_with_identity_boundary_and_matches_keras(varian
         cos.append(float(np.dot(a, b) / np.linalg.norm(a) / np.linalg.norm(b)))
         assert np.abs(a - b).max() <= MAX_LOGIT_STEPS * tflite.logits_out.scale + 1e-6
     assert np.mean(cos) >= MIN_PARITY_COSINE
+
+    if variant == "marian_relu_post_ln":  # localization of a QAT export (tensors paired by op order)
+        rows = _localize_tiny(core, state, blobs)
+        labels = {r["label"] for r in rows}
+        assert {"encoder_hidden_states", "logits", "encoder_layer_0/self_attn/scores"} <= labels
+        # measured: worst relative error 0.05 on this model; a mis-paired twin reads ~1.0
+        assert max(r["relative_rmse"] for r in rows) < 0.3
+
+
+def _localize_tiny(core, state, blobs):
+    from s2s_qat.export import convert
+    from s2s_qat.models import build_decoder_step, build_encoder
+    from s2s_qat.validate.localize import localize, twin_names
+
+    cfg = core.cfg
+    ids, mask = source_batch(cfg, 4, seed=5)
+    state.mode = "off"
+    try:
+        floats = {"encoder": convert(build_encoder(core), "float"),
+                  "decoder_step": convert(build_decoder_step(core), "float")}
+        memory = KerasBackend(core).encode(ids[:1], mask[:1]).numpy()
+    finally:
+        state.mode = "quantize"
+    d_ids, d_mask = left_pad_prefix([cfg.bos_token_id, 5, 6], cfg.target_length, cfg.pad_token_id)
+    enc_rows = [{"input_ids": ids[i:i + 1], "attention_mask": mask[i:i + 1]} for i in range(4)]
+    dec_rows = [{"decoder_input_ids": d_ids, "decoder_attention_mask": d_mask, "encoder_hidden_states": memory,
+                 "encoder_attention_mask": mask[:1]}]
+    out = []
+    for kind, rows in (("encoder", enc_rows), ("decoder_step", dec_rows)):
+        out += [e.as_dict() for e in localize(floats[kind], blobs[kind], kind, rows,
+                                              twins=twin_names(floats[kind], blobs[kind]))]
+    return out
 
 
 def test_boundary_quantizer_is_the_encoder_outputs():
@@ -171,7 +204,8 @@ def test_distill_kl_and_mse_against_hand_computed_values():
 def test_qat_recipe_section_is_validated():
     from s2s_qat.recipe import RecipeError, parse_recipe
 
-    with pytest.raises(RecipeError, match=r"qat.enabled: got true; expected true exactly when ladder.variants lists qat-int8"):
+    with pytest.raises(RecipeError,
+                       match=r"qat.enabled: got true; expected true exactly when ladder.variants lists qat-int8"):
         parse_recipe({"name": "x", "qat": {"enabled": True}})
     with pytest.raises(RecipeError, match=r"qat.enabled: got false"):
         parse_recipe({"name": "x", "ladder": {"variants": ["fp32", "qat-int8"]}})

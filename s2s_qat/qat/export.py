@@ -79,3 +79,27 @@ def parity_check(core: Seq2SeqCore, blobs: dict[str, bytes], codec: TextCodec, s
     return Parity(sentences=len(sources), mean_cosine=float(cos.mean()), min_cosine=float(cos.min()),
                   identical_greedy=same / max(len(sources), 1), first_difference=differ, boundary_identity=identity,
                   min_cosine_required=min_cosine, min_identical_required=min_identical)
+
+
+def localize_qat(core: Seq2SeqCore, state, blobs: dict[str, bytes], codec: TextCodec, sources: list[str],
+                 targets: list[str], prefixes: int = 2) -> list[dict]:
+    """Per-tensor error of the QAT export against a float conversion of the same weights (quantizers off), on
+    `sources` (decoder rows: BOS and gold prefixes, float encoder states), worst `added` first. Tensors are paired
+    by aligning the two graphs' op sequences, since the QAT export names tensors after its quantizers."""
+    from s2s_qat.export.calibration import generation_state_calibration
+    from s2s_qat.validate.localize import localize, twin_names
+
+    mode = state.mode
+    state.mode = "off"
+    try:
+        floats = {"encoder": convert(build_encoder(core), "float"),
+                  "decoder_step": convert(build_decoder_step(core), "float")}
+        rows = generation_state_calibration(KerasBackend(core), codec, sources, targets,
+                                            [codec.pieces(t) for t in targets], prefixes)
+    finally:
+        state.mode = mode
+    out = []
+    for kind, data in (("encoder", rows.encoder), ("decoder_step", rows.decoder)):
+        twins = twin_names(floats[kind], blobs[kind])
+        out += [e.as_dict() for e in localize(floats[kind], blobs[kind], kind, data, twins=twins)]
+    return sorted(out, key=lambda r: (-r["added"], r["graph"] != "encoder", r["order"]))

@@ -111,7 +111,7 @@ class _Slot:
 
 
 class QuantState:
-    """Quantizers of one model. `mode`: `calibrate` (record ranges, pass floats through) or `quantize`."""
+    """Quantizers of one model. `mode`: `quantize`, `calibrate` (record ranges, pass floats through) or `off`."""
 
     def __init__(self, mask_value: float, policy: dict = POLICY):
         self.mask_value, self.policy = mask_value, policy
@@ -136,6 +136,8 @@ class QuantState:
         return slot
 
     def apply(self, layer, kind: str, x, training):
+        if self.mode == "off":  # the same weights as a float model (the localization's float twin)
+            return x
         slot = self._slot(layer, kind, x)
         if self.mode == "calibrate":
             if slot.spec.is_activation:

@@ -20,6 +20,7 @@ not trustworthy (attention context 0.67 layer-wise while the accumulated error o
 """
 from __future__ import annotations
 
+import difflib
 import re
 import warnings
 from dataclasses import asdict, dataclass
@@ -27,6 +28,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
+QDQ_OP_NAMES = ("QUANTIZE", "DEQUANTIZE")
 ROLE_SCOPES = {"self_attn", "encoder_attn", "ffn", "q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2",
                "scores", "masked_scores", "softmax", "context", "logits", "shared", "encoder_positions",
                "decoder_positions", "self_attn_residual", "encoder_attn_residual", "ffn_residual",
@@ -74,6 +76,12 @@ def tensor_label(name: str) -> str:
     return "/".join(kept)
 
 
+def _label(name: str, twin: str) -> str:
+    """The int8 tensor's role; where that names a fake-quantization op (QAT exports), the float twin's role."""
+    label = tensor_label(name)
+    return tensor_label(twin) if "Quant" in label.rsplit("/", 1)[-1] else label
+
+
 def _run(model: bytes, row: dict) -> tuple[Interpreter, dict[str, tuple[dict, np.ndarray]]]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "preserve_all_tensors is for debugging": it is
@@ -109,10 +117,40 @@ def _producers(interp: Interpreter) -> dict[int, tuple[int, str, list[int]]]:
     return out
 
 
-def localize(float_model: bytes, int8_model: bytes, graph: str, rows: list[dict]) -> list[TensorError]:
+def _op_outputs(model: bytes) -> list[tuple[str, list[str]]]:
+    """(op name, output tensor names) of every op in execution order."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        interp = Interpreter(model_content=model,
+                             experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    interp.allocate_tensors()
+    names = {int(d["index"]): d["name"] for d in interp.get_tensor_details()}
+    return [(op["op_name"], [names[int(t)] for t in op["outputs"] if t >= 0 and int(t) in names])
+            for op in interp._get_ops_details()]  # noqa: SLF001 - the public API has no op graph
+
+
+def twin_names(float_model: bytes, int8_model: bytes) -> dict[str, str]:
+    """int8 tensor name -> float tensor name, by aligning the two graphs' op sequences.
+
+    For graphs whose tensor names differ though their ops are the same: a QAT export names each tensor after the
+    fake-quantization op that carried its range, the float conversion of the same weights after the op itself.
+    """
+    f_ops = _op_outputs(float_model)
+    q_ops = [op for op in _op_outputs(int8_model) if op[0] not in QDQ_OP_NAMES]
+    matcher = difflib.SequenceMatcher(a=[o for o, _ in q_ops], b=[o for o, _ in f_ops], autojunk=False)
+    twins = {}
+    for block in matcher.get_matching_blocks():
+        for k in range(block.size):
+            twins.update(zip(q_ops[block.a + k][1], f_ops[block.b + k][1]))
+    return twins
+
+
+def localize(float_model: bytes, int8_model: bytes, graph: str, rows: list[dict],
+             twins: dict[str, str] | None = None) -> list[TensorError]:
     """Every int8 activation of `int8_model` with a float twin in `float_model`, worst `added` first.
 
     `rows` are dict rows keyed by the graphs' input names with float/int32 values (int8 inputs are quantized here).
+    Twins are tensors of the same name, or `twins[int8 name]` when given (see `twin_names`).
     """
     if not rows:
         raise ValueError("localization needs at least one input row")
@@ -125,9 +163,10 @@ def localize(float_model: bytes, int8_model: bytes, graph: str, rows: list[dict]
         interp, q_tensors = _run(int8_model, row)
         _, f_tensors = _run(float_model, row)
         for name, (d, q) in q_tensors.items():
-            if name not in f_tensors or f_tensors[name][1].dtype != np.float32:
+            twin = twins.get(name) if twins is not None else name
+            if twin not in f_tensors or f_tensors[twin][1].dtype != np.float32:
                 continue
-            f64 = f_tensors[name][1].astype(np.float64)
+            f64 = f_tensors[twin][1].astype(np.float64)
             signal.setdefault(int(d["index"]), []).append(float(np.sqrt(np.mean(f64 ** 2))))
             params = d["quantization_parameters"]
             if d["dtype"] != np.int8 or len(params["scales"]) != 1:
@@ -138,7 +177,8 @@ def localize(float_model: bytes, int8_model: bytes, graph: str, rows: list[dict]
             err = float(np.sqrt(np.mean(((q.astype(np.float64) - zp) * scale - f64) ** 2)))
             rmse.setdefault(name, []).append(err)
             steps.setdefault(name, []).append(err / scale)
-            meta[name] = {"index": int(d["index"]), "scale": scale, "zero_point": zp, "output": d["output_name"]}
+            meta[name] = {"index": int(d["index"]), "scale": scale, "zero_point": zp, "output": d["output_name"],
+                          "twin": twin}
     producers = _producers(interp)
     rms = {i: float(np.mean(v)) for i, v in signal.items()}
     relative: dict[int, float] = {}
@@ -160,7 +200,7 @@ def localize(float_model: bytes, int8_model: bytes, graph: str, rows: list[dict]
         order, op, inputs = producers[m["index"]]
         err = relative[m["index"]]
         inherited = max([relative[i] for i in inputs if i in relative], default=0.0)
-        label = m["output"] or tensor_label(name)  # graph outputs by their signature names
+        label = m["output"] or _label(name, m["twin"])  # graph outputs by their signature names
         out.append(TensorError(graph=graph, label=label, op=op, relative_rmse=err,
                                added=max(0.0, err - inherited), rmse_over_scale=float(np.mean(steps[name])),
                                scale=m["scale"], zero_point=m["zero_point"], order=order,
