@@ -73,7 +73,7 @@ def main() -> int:
         q = by_name["qat-int8"]
         rows += [("qat-int8 BLEU", f"{q['bleu']:.2f} ({q['bleu'] - fp32['bleu']:+.2f} vs fp32)"),
                  ("qat-int8 exact match %", f"{q['exact_match']:.1f}"),
-                 ("QAT train minutes", f"{qat['training']['seconds'] / 60:.1f} "
+                 ("QAT train minutes (this invocation)", f"{qat['training']['seconds'] / 60:.1f} "
                                        f"({qat['training']['seconds'] / training['seconds']:.2f} x teacher)"),
                  ("QAT parity cosine / identical", f"{qat['parity']['mean_cosine']:.5f} / "
                                                    f"{100 * qat['parity']['identical_greedy']:.1f}%")]
