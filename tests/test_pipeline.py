@@ -288,3 +288,23 @@ def test_a_graph_whose_kernel_fails_at_run_time_is_a_failed_variant(tiny_run, tm
     result = evaluate_in_child("int16-reference", run_dir, variant)
     assert result.status == "failed" and result.bleu is None
     assert "SquaredDifference only supports FLOAT32 and INT32" in result.error, result.error
+
+
+@pytest.mark.slow
+def test_qat_stage_resumes_from_its_checkpoint(tiny_run, tmp_path):
+    """An interrupted QAT run resumes at its checkpoint: the quantizer ranges are restored with the weights."""
+    from s2s_qat.pipeline import RunPaths, stage_qat
+
+    _, run_dir = tiny_run
+    subprocess.run(["cp", "-r", str(run_dir), str(tmp_path / "run")], check=True)
+    recipe = parse_recipe(dict(TINY_RECIPE, qat=dict(TINY_QAT, max_steps=40, eval_every=20),
+                               ladder={"variants": ["fp32", "qat-int8"], "localize": False}))
+    paths = RunPaths(tmp_path / "run")
+    digest, result = stage_qat(recipe, paths, "teacher-digest", progress=False, stop_after=20)
+    assert result is None and (paths.qat / "ckpt").is_dir()
+    digest2, result = stage_qat(recipe, paths, "teacher-digest", progress=False)
+    assert digest2 == digest
+    assert result["training"]["resumed_from"] == 20 and result["training"]["steps"] == 40
+    assert result["parity"]["boundary_identity"] and result["parity"]["mean_cosine"] > 0.99
+    ranges = json.loads((paths.qat / "ranges.json").read_text())
+    assert len(ranges) == result["quantizers"] and all(r["max"] >= r["min"] for r in ranges if "min" in r)
