@@ -29,16 +29,16 @@ def teacher_greedy(core: Seq2SeqCore, input_ids: np.ndarray, attention_mask: np.
                    progress: bool = True) -> np.ndarray:
     """(N, T) greedy outputs (tokens then EOS, PAD after) of `core`, batched on the teacher-forced graph.
 
-    Step t reads the logits at slot t of a right-padded prefix; causal attention makes them exactly the decoder
-    step's logits for that prefix.
+    Step t runs the teacher-forced decoder on the prefix's first t + 1 slots only (causal attention makes the last
+    slot's logits exactly the decoder step's for that prefix), so the cost grows with the prefix, not with T.
     """
     cfg = core.cfg
     n, t_len = len(input_ids), cfg.target_length
     out = np.full((n, t_len), cfg.pad_token_id, np.int32)
 
-    @tf.function(reduce_retracing=True)
-    def step_logits(memory, mask, dec, dmask, t):
-        return teacher_forced_decode(core, memory, mask, dec, dmask)[:, t]
+    @tf.function
+    def step_logits(memory, mask, dec):  # one trace per prefix length (static shapes, as in the graphs)
+        return teacher_forced_decode(core, memory, mask, dec, tf.ones_like(dec))[:, -1]
 
     encode = tf.function(lambda i, m: core.encode(i, m), reduce_retracing=True)
     starts = range(0, n, DECODE_BATCH)
@@ -50,8 +50,7 @@ def teacher_greedy(core: Seq2SeqCore, input_ids: np.ndarray, attention_mask: np.
         dec[:, 0] = cfg.bos_token_id
         done = np.zeros(b, bool)
         for t in range(t_len):
-            dmask = (np.arange(t_len)[None, :] <= t).astype(np.int32).repeat(b, 0)
-            tokens = np.argmax(step_logits(memory, mask, dec, dmask, tf.constant(t)).numpy(), axis=-1).astype(np.int32)
+            tokens = np.argmax(step_logits(memory, mask, dec[:, :t + 1]).numpy(), axis=-1).astype(np.int32)
             tokens[done] = cfg.pad_token_id
             out[start:start + b, t] = tokens
             if t + 1 < t_len:
