@@ -31,10 +31,11 @@ from s2s_qat.report import build_report, write_report
 from s2s_qat.runtime import KerasBackend
 from s2s_qat.tokenizer import TextCodec, save_tokenizer, train_tokenizer
 from s2s_qat.training import Trainer, cross_entropy_loss, encode_split, make_strategy, save_result
-from s2s_qat.training.batches import BatchOrder, EncodedSplit
+from s2s_qat.training.batches import BatchOrder
 from s2s_qat.validate import VariantResult, evaluate_variant
 from s2s_qat.validate.gates import artifact_variant, check_gates
 from s2s_qat.validate.ladder import RUNGS, evaluate_in_child, export_rungs, save_fp32_first_logits, write_variant
+from s2s_qat.validate.localize import LOCALIZATION_TOP
 
 log = logging.getLogger("s2s_qat")
 STAGE_FILE = "stage.json"
@@ -155,7 +156,7 @@ def stage_teacher(recipe: Recipe, paths: RunPaths, tok_digest: str, progress: bo
     result = trainer.run(stop_after=stop_after)
     if result.stop_reason == "interrupted":
         return digest, None
-    save_teacher(core, paths.teacher_model)
+    save_model(core, paths.teacher_model)
     save_result(result, paths.teacher / "train_result.json")
     mark_stage(paths.teacher, digest, steps=result.steps, best_val_loss=result.best_val_loss)
     log.info("teacher: %d steps, best validation loss %.4f (%s)", result.steps, result.best_val_loss,
@@ -163,7 +164,8 @@ def stage_teacher(recipe: Recipe, paths: RunPaths, tok_digest: str, progress: bo
     return digest, asdict(result)
 
 
-def save_teacher(core: Seq2SeqCore, directory: Path) -> None:
+def save_model(core: Seq2SeqCore, directory: Path) -> None:
+    """config.json + checkpoint, published atomically (the teacher's model/ and the QAT model/ with its ranges)."""
     tmp = fresh_temp_dir(directory)
     write_text(tmp / "config.json", core.cfg.to_json())
     tf.train.Checkpoint(core=core).write(str(tmp / "weights"))
@@ -197,10 +199,7 @@ def _teacher_prefixes(recipe: Recipe, paths: RunPaths, teacher: Seq2SeqCore, tra
     if outputs is None:
         outputs = teacher_greedy(teacher, train.input_ids[:rows], train.attention_mask[:rows], progress)
         write_with(cache, lambda tmp: np.savez(tmp, outputs=outputs, digest=np.array(digest)))
-    sub = train.batch(np.arange(rows))
-    head = EncodedSplit(sub["input_ids"], sub["attention_mask"], sub["decoder_input_ids"],
-                        sub["decoder_attention_mask"], sub["labels"], sub["label_mask"], 0, 0)
-    return outputs_as_split(head, outputs, codec.bos_id, codec.pad_id)
+    return outputs_as_split(train.input_ids[:rows], train.attention_mask[:rows], outputs, codec.bos_id, codec.pad_id)
 
 
 def stage_qat(recipe: Recipe, paths: RunPaths, teacher_digest: str, progress: bool = True,
@@ -240,10 +239,7 @@ def stage_qat(recipe: Recipe, paths: RunPaths, teacher_digest: str, progress: bo
     result = trainer.run(stop_after=stop_after)
     if result.stop_reason == "interrupted":
         return digest, None
-    tmp = fresh_temp_dir(paths.qat / "model")
-    write_text(tmp / "config.json", core.cfg.to_json())
-    tf.train.Checkpoint(core=core).write(str(tmp / "weights"))
-    publish_dir(tmp, paths.qat / "model")
+    save_model(core, paths.qat / "model")
     write_json(paths.qat / "ranges.json", range_table(state))
 
     blobs = export_qat(core)
@@ -262,7 +258,7 @@ def stage_qat(recipe: Recipe, paths: RunPaths, teacher_digest: str, progress: bo
         n_loc = min(recipe.ladder.localization_rows, n)
         rows = localize_qat(core, state, blobs, codec, test["source"][:n_loc], test["target"][:n_loc])
         write_json(paths.qat / "localization.json", rows)
-        out["localization"] = rows[:10]
+        out["localization"] = rows[:LOCALIZATION_TOP]
     write_json(paths.qat / "result.json", out)
     mark_stage(paths.qat, digest, steps=result.steps, parity_passed=parity.passed)
     return digest, out
@@ -376,7 +372,7 @@ def _ladder(recipe: Recipe, paths: RunPaths, core: Seq2SeqCore, keras: KerasBack
             continue
         result = evaluate_in_child(name, paths.root, ladder_dir / name)
         if name == "qat-int8" and (paths.qat / "localization.json").is_file():
-            result.extra["localization"] = json.loads((paths.qat / "localization.json").read_text())[:10]
+            result.extra["localization"] = json.loads((paths.qat / "localization.json").read_text())[:LOCALIZATION_TOP]
         for key in ("float_ops", "quantize_ops", "op_counts", "size_bytes"):
             setattr(result, key, info[key])
         write_json(ladder_dir / name / "metrics.json", result.as_dict())

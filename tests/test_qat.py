@@ -169,7 +169,7 @@ def test_teacher_greedy_matches_step_by_step_decoding_and_builds_training_rows()
 
     gold = EncodedSplit(ids, mask, np.zeros_like(outputs), np.zeros_like(outputs), np.zeros_like(outputs),
                         np.zeros(outputs.shape, np.float32), 0, 0)
-    rows = outputs_as_split(gold, outputs, cfg.bos_token_id, cfg.pad_token_id)
+    rows = outputs_as_split(ids, mask, outputs, cfg.bos_token_id, cfg.pad_token_id)
     n = int(rows.label_mask[0].sum())
     assert rows.labels[0, :n].tolist() == [int(t) for t in outputs[0, :n]]
     assert rows.decoder_input_ids[0, :n].tolist() == [cfg.bos_token_id] + outputs[0, :n - 1].tolist()

@@ -17,7 +17,7 @@ from s2s_qat.recipe import RuntimeConfig
 from s2s_qat.runtime import KerasBackend, Translator
 from s2s_qat.runtime.tflite_backend import TFLiteBackend
 from s2s_qat.tokenizer import TextCodec
-from s2s_qat.validate.metrics import first_step_logits
+from s2s_qat.validate.metrics import first_step_logits, row_cosine
 
 
 def export_qat(core: Seq2SeqCore) -> dict[str, bytes]:
@@ -51,19 +51,13 @@ class Parity:
         return dict(asdict(self), passed=self.passed)
 
 
-def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    a = a - a.mean(-1, keepdims=True)
-    b = b - b.mean(-1, keepdims=True)
-    return (a * b).sum(-1) / np.maximum(np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1), 1e-12)
-
-
 def parity_check(core: Seq2SeqCore, blobs: dict[str, bytes], codec: TextCodec, sources: list[str],
                  min_cosine: float, min_identical: float, progress: bool = True) -> Parity:
     """Greedy outputs and first-step logits of the QAT Keras graphs (fake-quantized float) against the TFLite
     export, on the same sources and the same host loop."""
     keras = KerasBackend(core)
     tflite = TFLiteBackend(blobs["encoder"], blobs["decoder_step"])
-    cos = _cosine(first_step_logits(keras, codec, sources), first_step_logits(tflite, codec, sources))
+    cos = row_cosine(first_step_logits(keras, codec, sources), first_step_logits(tflite, codec, sources))
     greedy = RuntimeConfig()
     tk, tt = Translator.create(codec, keras, greedy), Translator.create(codec, tflite, greedy)
     same, differ = 0, []
@@ -74,7 +68,7 @@ def parity_check(core: Seq2SeqCore, blobs: dict[str, bytes], codec: TextCodec, s
         if ta != tb and len(differ) < 5:
             differ.append({"source": s, "keras": codec.decode(ta), "tflite": codec.decode(tb)})
     m_out, m_in = tflite.memory_out, tflite.memory_in
-    identity = bool(m_out.dtype == m_in.dtype == np.int8 and np.isclose(m_out.scale, m_in.scale, rtol=0, atol=0)
+    identity = bool(m_out.dtype == m_in.dtype == np.int8 and m_out.scale == m_in.scale
                     and m_out.zero_point == m_in.zero_point)
     return Parity(sentences=len(sources), mean_cosine=float(cos.mean()), min_cosine=float(cos.min()),
                   identical_greedy=same / max(len(sources), 1), first_difference=differ, boundary_identity=identity,
@@ -87,7 +81,7 @@ def localize_qat(core: Seq2SeqCore, state, blobs: dict[str, bytes], codec: TextC
     `sources` (decoder rows: BOS and gold prefixes, float encoder states), worst `added` first. Tensors are paired
     by aligning the two graphs' op sequences, since the QAT export names tensors after its quantizers."""
     from s2s_qat.export.calibration import generation_state_calibration
-    from s2s_qat.validate.localize import localize, twin_names
+    from s2s_qat.validate.localize import localize, twin_names, worst_first
 
     mode = state.mode
     state.mode = "off"
@@ -102,4 +96,4 @@ def localize_qat(core: Seq2SeqCore, state, blobs: dict[str, bytes], codec: TextC
     for kind, data in (("encoder", rows.encoder), ("decoder_step", rows.decoder)):
         twins = twin_names(floats[kind], blobs[kind])
         out += [e.as_dict() for e in localize(floats[kind], blobs[kind], kind, data, twins=twins)]
-    return sorted(out, key=lambda r: (-r["added"], r["graph"] != "encoder", r["order"]))
+    return worst_first(out)

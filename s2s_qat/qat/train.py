@@ -61,8 +61,9 @@ def teacher_greedy(core: Seq2SeqCore, input_ids: np.ndarray, attention_mask: np.
     return out
 
 
-def outputs_as_split(source: EncodedSplit, outputs: np.ndarray, bos: int, pad: int) -> EncodedSplit:
-    """Training rows whose labels are `outputs` (teacher tokens + EOS) for the same sources."""
+def outputs_as_split(input_ids: np.ndarray, attention_mask: np.ndarray, outputs: np.ndarray, bos: int,
+                     pad: int) -> EncodedSplit:
+    """Training rows whose labels are `outputs` (teacher tokens + EOS) for these sources."""
     label_mask = (np.cumsum(outputs == pad, axis=1) == 0)  # real tokens up to the first PAD
     lengths = label_mask.sum(1)
     labels = np.where(label_mask, outputs, pad).astype(np.int32)
@@ -70,7 +71,7 @@ def outputs_as_split(source: EncodedSplit, outputs: np.ndarray, bos: int, pad: i
     dec[:, 0] = bos
     dec[:, 1:] = np.where(label_mask[:, :-1], labels[:, :-1], pad)
     dec_mask = (np.arange(labels.shape[1])[None, :] < lengths[:, None]).astype(np.int32)
-    return EncodedSplit(source.input_ids, source.attention_mask, dec, dec_mask, labels,
+    return EncodedSplit(input_ids, attention_mask, dec, dec_mask, labels,
                         label_mask.astype(np.float32), 0, 0)
 
 

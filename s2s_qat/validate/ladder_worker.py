@@ -21,8 +21,7 @@ from s2s_qat.runtime.tflite_backend import TFLiteBackend
 from s2s_qat.tokenizer import TextCodec
 from s2s_qat.validate.evaluate import evaluate_variant
 from s2s_qat.validate.ladder import RUNGS, calibration_file, localized_graphs
-
-LOCALIZATION_TOP = 10
+from s2s_qat.validate.localize import LOCALIZATION_TOP, localize, worst_first
 
 
 def main(argv: list[str]) -> int:
@@ -48,7 +47,6 @@ def _localize(run_dir: Path, variant_dir: Path, rung, n_rows: int) -> list[dict]
     from s2s_qat.export import convert
     from s2s_qat.models import build_decoder_step, build_encoder
     from s2s_qat.pipeline import load_teacher
-    from s2s_qat.validate.localize import localize
 
     core, _ = load_teacher(run_dir)
     calib = CalibrationSet.load(run_dir / "ladder" / calibration_file(rung.calibration))
@@ -58,7 +56,7 @@ def _localize(run_dir: Path, variant_dir: Path, rung, n_rows: int) -> list[dict]
         float_blob = convert(builder(core, reference=rung.reference), "float")
         int8_blob = (variant_dir / f"{kind}.tflite").read_bytes()
         rows += [e.as_dict() for e in localize(float_blob, int8_blob, kind, data[:n_rows])]
-    return sorted(rows, key=lambda r: (-r["added"], r["graph"] != "encoder", r["order"]))
+    return worst_first(rows)
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))

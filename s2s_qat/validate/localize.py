@@ -76,6 +76,14 @@ def tensor_label(name: str) -> str:
     return "/".join(kept)
 
 
+LOCALIZATION_TOP = 10  # rows of each variant shown in report.md / report.json
+
+
+def worst_first(rows: list[dict]) -> list[dict]:
+    """Rows of both graphs in one table, the largest `added` error first (encoder before decoder on ties)."""
+    return sorted(rows, key=lambda r: (-r["added"], r["graph"] != "encoder", r["order"]))
+
+
 def _label(name: str, twin: str) -> str:
     """The int8 tensor's role; where that names a fake-quantization op (QAT exports), the float twin's role."""
     label = tensor_label(name)

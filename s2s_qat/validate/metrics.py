@@ -35,6 +35,11 @@ def _centered_unit(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
 
+def row_cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Centered cosine of each row of `a` with the same row of `b`: (N, V), (N, V) -> (N,)."""
+    return np.sum(_centered_unit(a) * _centered_unit(b), axis=-1)
+
+
 @dataclass(frozen=True)
 class SourceSensitivity:
     pair_cosine: float            # mean centered cosine between first-step logits of different sources
@@ -52,7 +57,7 @@ def source_sensitivity(logits: np.ndarray, fp32_logits: np.ndarray) -> SourceSen
     n = len(u)
     iu = np.triu_indices(n, k=1)
     pair = float((u @ u.T)[iu].mean())
-    to_fp32 = float(np.mean(np.sum(u * _centered_unit(fp32_logits), axis=-1)))
+    to_fp32 = float(np.mean(row_cosine(logits, fp32_logits)))
     agree = float(np.mean(logits.argmax(-1) == fp32_logits.argmax(-1)))
     top = np.argsort(-logits, axis=-1)[:, :5]
     overlaps = [len(set(top[i]) & set(top[j])) / 5.0 for i, j in zip(*iu)]
