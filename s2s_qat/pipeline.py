@@ -23,15 +23,17 @@ from s2s_qat.data import build_splits, load_splits, save_splits
 from s2s_qat.models import Seq2SeqCore, TransformerConfig, build_core, teacher_forced_logits
 from s2s_qat.qat import attach_quantization, calibrate, range_table
 from s2s_qat.qat.export import Parity, export_qat, localize_qat, parity_check
-from s2s_qat.qat.train import (MixedPrefixSplit, outputs_as_split, outputs_digest, qat_loss, qat_train_config,
-                               teacher_greedy)
+from s2s_qat.qat.train import MixedPrefixSplit, outputs_as_split, outputs_digest, qat_loss, qat_train_config
+from s2s_qat.distill import HiddenProjection, sequence_targets_digest, student_config
 from s2s_qat.export.manifest import build_manifest, write_artifacts
 from s2s_qat.recipe import Recipe, dump_resolved, to_dict
 from s2s_qat.report import build_report, write_report
 from s2s_qat.runtime import KerasBackend
 from s2s_qat.tokenizer import TextCodec, save_tokenizer, train_tokenizer
 from s2s_qat.training import Trainer, cross_entropy_loss, encode_split, make_strategy, save_result
-from s2s_qat.training.batches import BatchOrder
+from s2s_qat.training.batches import BatchOrder, EncodedSplit
+from s2s_qat.training.decode import teacher_beam, teacher_greedy
+from s2s_qat.training.kd import kd_loss
 from s2s_qat.validate import VariantResult, evaluate_variant
 from s2s_qat.validate.gates import artifact_variant, check_gates
 from s2s_qat.validate.ladder import RUNGS, evaluate_in_child, export_rungs, save_fp32_first_logits, write_variant
@@ -86,6 +88,14 @@ class RunPaths:
     def teacher_model(self) -> Path: return self.root / "teacher" / "model"
     @property
     def qat(self) -> Path: return self.root / "qat"
+    @property
+    def sequence_targets(self) -> Path: return self.root / "sequence_targets"
+    @property
+    def student(self) -> Path: return self.root / "student"
+    @property
+    def student_gold(self) -> Path: return self.root / "student_gold"
+    @property
+    def student_qat(self) -> Path: return self.root / "student_qat"
 
 
 def stage_data(recipe: Recipe, paths: RunPaths) -> str:
@@ -172,23 +182,27 @@ def save_model(core: Seq2SeqCore, directory: Path) -> None:
     publish_dir(tmp, directory)
 
 
+def load_model(directory: Path) -> Seq2SeqCore:
+    """An FP32 model published by `save_model` (teacher/model, student/model, student_gold/model)."""
+    if not (directory / "config.json").is_file():
+        raise FileNotFoundError(f"{directory} holds no trained model (config.json missing); "
+                                f"run `python -m s2s_qat.train RECIPE` first")
+    core = build_core(TransformerConfig.load(directory / "config.json"))
+    tf.train.Checkpoint(core=core).read(str(directory / "weights")).assert_existing_objects_matched()
+    return core
+
+
 def load_teacher(run_dir: Path) -> tuple[Seq2SeqCore, TextCodec]:
     paths = RunPaths(Path(run_dir))
-    if not (paths.teacher_model / "config.json").is_file():
-        raise FileNotFoundError(f"{paths.teacher_model} holds no trained teacher (config.json missing); "
-                                f"run `python -m s2s_qat.train RECIPE` first")
-    cfg = TransformerConfig.load(paths.teacher_model / "config.json")
-    core = build_core(cfg)
-    tf.train.Checkpoint(core=core).read(str(paths.teacher_model / "weights")).assert_existing_objects_matched()
-    return core, TextCodec.load(paths.tokenizer)
+    return load_model(paths.teacher_model), TextCodec.load(paths.tokenizer)
 
 
-def _teacher_prefixes(recipe: Recipe, paths: RunPaths, teacher: Seq2SeqCore, train, teacher_digest: str,
+def _teacher_prefixes(recipe: Recipe, out_dir: Path, teacher: Seq2SeqCore, train, teacher_digest: str,
                       codec: TextCodec, progress: bool):
-    """The teacher's greedy outputs for the first `qat.teacher_prefix_rows` training sources, decoded once and
-    cached in qat/teacher_outputs.npz (reused while the teacher and the row count are unchanged)."""
+    """The FP32 model's greedy outputs for the first `qat.teacher_prefix_rows` training sources, decoded once and
+    cached in <qat dir>/teacher_outputs.npz (reused while the model and the row count are unchanged)."""
     rows = min(recipe.qat.teacher_prefix_rows, len(train))
-    cache = paths.qat / "teacher_outputs.npz"
+    cache = out_dir / "teacher_outputs.npz"
     digest = outputs_digest(teacher_digest, rows)
     outputs = None
     if cache.is_file():
@@ -204,69 +218,175 @@ def _teacher_prefixes(recipe: Recipe, paths: RunPaths, teacher: Seq2SeqCore, tra
 
 def stage_qat(recipe: Recipe, paths: RunPaths, teacher_digest: str, progress: bool = True,
               stop_after: int | None = None) -> tuple[str, dict | None]:
-    """QAT of the deployment graphs from the teacher's weights -> qat/model (weights + ranges), qat/export/*.tflite
-    (full-INT8, no representative dataset) and qat/result.json (training, parity, inventory)."""
+    """QAT of the teacher (`qat.enabled`) -> qat/."""
+    return _qat_of(recipe, paths, "qat", teacher_digest, paths.teacher_model, paths.qat, recipe.qat.enabled,
+                   progress, stop_after)
+
+
+def stage_student_qat(recipe: Recipe, paths: RunPaths, student_digest: str, progress: bool = True,
+                      stop_after: int | None = None) -> tuple[str, dict | None]:
+    """QAT of the FP32 student (`student-qat-int8` in the ladder), with the `qat:` settings -> student_qat/."""
+    return _qat_of(recipe, paths, "student-qat", student_digest, paths.student / "model", paths.student_qat,
+                   "student-qat-int8" in recipe.ladder.variants, progress, stop_after)
+
+
+def _qat_of(recipe: Recipe, paths: RunPaths, name: str, source_digest: str, source: Path, out: Path, enabled: bool,
+            progress: bool, stop_after: int | None) -> tuple[str, dict | None]:
+    """QAT of the deployment graphs from an FP32 model's weights, distilling from that FP32 model -> <out>/model
+    (weights + ranges), <out>/export/*.tflite (full-INT8, no representative dataset) and <out>/result.json
+    (training, parity, inventory)."""
     q = recipe.qat
     # Parity thresholds are judged at evaluation time: changing them must not retrain.
-    trained_by = {k: v for k, v in to_dict(q).items() if not k.startswith("parity_")}
-    digest = _stage_hash("qat", json.dumps(trained_by, sort_keys=True), str(recipe.seed), teacher_digest)
-    if not q.enabled:
+    trained_by = {k: v for k, v in to_dict(q).items() if not k.startswith("parity_") and k != "enabled"}
+    digest = _stage_hash(name, json.dumps(trained_by, sort_keys=True), str(recipe.seed), source_digest)
+    if not enabled:
         return digest, None
-    if stage_is_current(paths.qat, digest):
-        log.info("qat: unchanged, skipped")
-        return digest, json.loads((paths.qat / "result.json").read_text())
-    _start_stage(paths.qat, digest)
+    if stage_is_current(out, digest):
+        log.info("%s: unchanged, skipped", name)
+        return digest, json.loads((out / "result.json").read_text())
+    _start_stage(out, digest)
     started = time.monotonic()
     tf_keras.utils.set_random_seed(recipe.seed + 1)  # dropout draws do not depend on what ran before in this process
     if recipe.train.deterministic:
         tf.config.experimental.enable_op_determinism()
-    teacher, codec = load_teacher(paths.root)
-    core, _ = load_teacher(paths.root)  # the same FP32 weights under the same names; quantizers added below
+    codec = TextCodec.load(paths.tokenizer)
+    teacher = load_model(source)
+    core = load_model(source)  # the same FP32 weights under the same names; quantizers added below
     encoded = encode_splits(recipe, paths, codec)
-    mixed = MixedPrefixSplit(encoded["train"], _teacher_prefixes(recipe, paths, teacher, encoded["train"],
-                                                                  teacher_digest, codec, progress),
+    mixed = MixedPrefixSplit(encoded["train"], _teacher_prefixes(recipe, out, teacher, encoded["train"],
+                                                                  source_digest, codec, progress),
                              q.teacher_prefix_fraction, recipe.seed)
     state = attach_quantization(core)
     order = BatchOrder(len(mixed), q.batch_size, recipe.seed + 1)
     calib = (mixed.batch(order.indices(i)) for i in range(q.calibration_batches))
-    calibrate(core, state, tqdm(calib, total=q.calibration_batches, desc="qat calibration", unit="batch",
+    calibrate(core, state, tqdm(calib, total=q.calibration_batches, desc=f"{name} calibration", unit="batch",
                                 disable=not progress, dynamic_ncols=True),
               lambda c, b: teacher_forced_logits(c, b["input_ids"], b["attention_mask"], b["decoder_input_ids"],
                                                  b["decoder_attention_mask"]))
-    trainer = Trainer(core, qat_train_config(recipe.train, q), mixed, encoded["validation"], paths.qat,
+    trainer = Trainer(core, qat_train_config(recipe.train, q), mixed, encoded["validation"], out,
                       recipe.seed + 1, loss_fn=qat_loss(teacher, q), eval_loss_fn=cross_entropy_loss(0.0),
                       progress=progress)
     result = trainer.run(stop_after=stop_after)
     if result.stop_reason == "interrupted":
         return digest, None
-    save_model(core, paths.qat / "model")
-    write_json(paths.qat / "ranges.json", range_table(state))
+    save_model(core, out / "model")
+    write_json(out / "ranges.json", range_table(state))
 
     blobs = export_qat(core)
-    tmp = fresh_temp_dir(paths.qat / "export")
+    tmp = fresh_temp_dir(out / "export")
     for kind, blob in blobs.items():
         (tmp / f"{kind}.tflite").write_bytes(blob)
-    publish_dir(tmp, paths.qat / "export")
+    publish_dir(tmp, out / "export")
     test = load_splits(paths.data)["test"]
     n = len(test) if recipe.eval.max_sentences is None else min(len(test), recipe.eval.max_sentences)
     parity = parity_check(core, blobs, codec, test["source"][:n], q.parity_min_cosine, q.parity_min_identical,
                           progress)
-    log.info("qat: %s", parity.message())
-    out = {"training": asdict(result), "parity": parity.as_dict(), "quantizers": len(state.slots),
-           "seconds": time.monotonic() - started}
+    log.info("%s: %s", name, parity.message())
+    result_json = {"training": asdict(result), "parity": parity.as_dict(), "quantizers": len(state.slots),
+                   "seconds": time.monotonic() - started}
     if recipe.ladder.localize:  # the same table as the ladder's full-INT8 variants (and the parity's diagnosis)
         n_loc = min(recipe.ladder.localization_rows, n)
         rows = localize_qat(core, state, blobs, codec, test["source"][:n_loc], test["target"][:n_loc])
-        write_json(paths.qat / "localization.json", rows)
-        out["localization"] = rows[:LOCALIZATION_TOP]
-    write_json(paths.qat / "result.json", out)
-    mark_stage(paths.qat, digest, steps=result.steps, parity_passed=parity.passed)
-    return digest, out
+        write_json(out / "localization.json", rows)
+        result_json["localization"] = rows[:LOCALIZATION_TOP]
+    write_json(out / "result.json", result_json)
+    mark_stage(out, digest, steps=result.steps, parity_passed=parity.passed)
+    return digest, result_json
+
+
+def _sequence_targets(recipe: Recipe, paths: RunPaths, teacher: Seq2SeqCore, train, teacher_digest: str,
+                      codec: TextCodec, progress: bool) -> tuple[EncodedSplit, dict]:
+    """Sequence-level KD targets: the teacher's beam-search outputs for the first `distill.sequence_rows` training
+    sources, decoded once into sequence_targets/targets.npz and reused while the teacher and the decoding settings
+    are unchanged (a new student architecture or loss does not decode again)."""
+    d, rt = recipe.distill, recipe.runtime
+    rows = min(d.sequence_rows, len(train))
+    cache = paths.sequence_targets / "targets.npz"
+    digest = sequence_targets_digest(teacher_digest, rows, d.beam_size, rt.length_penalty, rt.max_new_tokens,
+                                     rt.no_repeat_ngram_size)
+    if cache.is_file():
+        with np.load(cache) as data:
+            if str(data["digest"]) == digest:
+                log.info("student: %d sequence-level targets reused from %s", rows, cache)
+                outputs, seconds = data["outputs"], float(data["seconds"])
+                info = {"rows": rows, "beam_size": d.beam_size, "decoded": False, "decode_seconds": seconds}
+                return outputs_as_split(train.input_ids[:rows], train.attention_mask[:rows], outputs, codec.bos_id,
+                                        codec.pad_id), info
+    started = time.monotonic()
+    outputs = teacher_beam(teacher, train.input_ids[:rows], train.attention_mask[:rows], d.beam_size,
+                           rt.length_penalty, rt.max_new_tokens, rt.no_repeat_ngram_size, progress)
+    seconds = time.monotonic() - started
+    paths.sequence_targets.mkdir(parents=True, exist_ok=True)
+    write_with(cache, lambda tmp: np.savez(tmp, outputs=outputs, digest=np.array(digest), seconds=np.array(seconds)))
+    log.info("student: %d sequence-level targets decoded (beam %d) in %.0f s", rows, d.beam_size, seconds)
+    info = {"rows": rows, "beam_size": d.beam_size, "decoded": True, "decode_seconds": seconds}
+    return outputs_as_split(train.input_ids[:rows], train.attention_mask[:rows], outputs, codec.bos_id,
+                            codec.pad_id), info
+
+
+def stage_student(recipe: Recipe, paths: RunPaths, teacher_digest: str, progress: bool = True,
+                  stop_after: int | None = None, gold_only: bool = False) -> tuple[str, dict | None]:
+    """The FP32 student -> student/ (distilled) or, with `gold_only`, the same architecture trained on the gold
+    targets with cross-entropy only -> student_gold/ (the baseline that measures what distillation adds)."""
+    d = recipe.distill
+    name, out = ("student-gold", paths.student_gold) if gold_only else ("student", paths.student)
+    enabled = d.enabled and (not gold_only or "student-gold-fp32" in recipe.ladder.variants)
+    sections = {"student": to_dict(d.student), "train": to_dict(d.train)}
+    if not gold_only:
+        sections.update({k: v for k, v in to_dict(d).items() if k not in ("enabled", "student", "train")},
+                        decoding=to_dict(recipe.runtime))
+    digest = _stage_hash(name, json.dumps(sections, sort_keys=True), str(recipe.seed), teacher_digest)
+    if not enabled:
+        return digest, None
+    if stage_is_current(out, digest):
+        log.info("%s: unchanged, skipped", name)
+        return digest, json.loads((out / "result.json").read_text())
+    _start_stage(out, digest)
+    started = time.monotonic()
+    codec = TextCodec.load(paths.tokenizer)
+    teacher = load_model(paths.teacher_model)
+    encoded = encode_splits(recipe, paths, codec)
+    tf_keras.utils.set_random_seed(recipe.seed + 2)  # both students start from the same initial weights
+    if d.train.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    strategy = make_strategy(d.train.strategy)
+    with strategy.scope():
+        core = build_core(student_config(teacher.cfg, d.student))
+        extra = None if gold_only else HiddenProjection(core.cfg.d_model, teacher.cfg.d_model)
+    info: dict = {"parameters": core.count_params(), "teacher_parameters": teacher.count_params()}
+    if gold_only:
+        train, loss = encoded["train"], cross_entropy_loss(d.train.label_smoothing)
+    else:
+        targets, info["sequence_targets"] = _sequence_targets(recipe, paths, teacher, encoded["train"],
+                                                              teacher_digest, codec, progress)
+        train = MixedPrefixSplit(encoded["train"], targets, d.sequence_fraction, recipe.seed + 2)
+        loss = kd_loss(teacher, word_weight=d.word_weight, temperature=d.temperature,
+                       label_smoothing=d.train.label_smoothing, encoder_mse_weight=d.hidden_weight, projection=extra)
+    trainer = Trainer(core, d.train, train, encoded["validation"], out, recipe.seed + 2, loss_fn=loss,
+                      eval_loss_fn=cross_entropy_loss(0.0), strategy=strategy, progress=progress, extra=extra)
+    result = trainer.run(stop_after=stop_after)
+    if result.stop_reason == "interrupted":
+        return digest, None
+    save_model(core, out / "model")
+    out_json = {"training": asdict(result), **info, "seconds": time.monotonic() - started}
+    write_json(out / "result.json", out_json)
+    mark_stage(out, digest, steps=result.steps, best_val_loss=result.best_val_loss)
+    log.info("%s: %d parameters (teacher %d), %d steps, best validation loss %.4f", name, info["parameters"],
+             info["teacher_parameters"], result.steps, result.best_val_loss)
+    return digest, out_json
+
+
+QAT_VARIANTS = {"qat-int8": "qat", "student-qat-int8": "student_qat"}  # ladder variant -> its QAT stage directory
 
 
 def stage_evaluate(recipe: Recipe, paths: RunPaths, teacher_digest: str, training: dict | None,
-                   progress: bool = True, qat: dict | None = None, qat_digest: str = "") -> dict:
-    """Evaluate the ladder variants on the test split; results are cached in `eval/`."""
+                   progress: bool = True, qat: dict | None = None, qat_digest: str = "",
+                   students: dict[str, dict | None] | None = None) -> dict:
+    """Evaluate the ladder variants on the test split; results are cached in `eval/`.
+
+    `qat`: QAT stage results by ladder variant (`qat-int8`, `student-qat-int8`); `students`: the student stages'
+    results (`student`, `student_gold`) for the report; `qat_digest`: the digest of every stage the ladder reads
+    after the teacher."""
     digest = _stage_hash("eval", recipe.section_hash("runtime", "eval", "ladder"), teacher_digest, qat_digest)
     cache = paths.root / "eval"
     if stage_is_current(cache, digest):
@@ -281,16 +401,21 @@ def stage_evaluate(recipe: Recipe, paths: RunPaths, teacher_digest: str, trainin
     fp32, chosen_name = by_name["fp32"], artifact_variant(recipe)
     chosen = by_name[chosen_name] if chosen_name else fp32
     gates = check_gates(recipe.gates, chosen, fp32)
-    if qat is not None:  # measured in the QAT stage, judged with the recipe's current thresholds
-        stored = {k: v for k, v in qat["parity"].items() if k != "passed"}
+    judged = {}
+    for variant, result in (qat or {}).items():
+        if result is None:
+            continue
+        # measured in the QAT stage, judged with the recipe's current thresholds
+        stored = {k: v for k, v in result["parity"].items() if k != "passed"}
         parity = Parity(**dict(stored, min_cosine_required=recipe.qat.parity_min_cosine,
                                min_identical_required=recipe.qat.parity_min_identical))
-        qat = dict(qat, parity=parity.as_dict())
-    if qat is not None and chosen.name == "qat-int8":
+        judged[variant] = dict(result, parity=parity.as_dict())
+        if variant != chosen.name:
+            continue
         message = parity.message()
-        if not parity.passed and qat.get("localization"):
+        if not parity.passed and result.get("localization"):
             message += "; largest int8 errors: " + ", ".join(
-                f"{r['graph']} {r['label']} ({r['op']}, adds {r['added']:.3f})" for r in qat["localization"][:3])
+                f"{r['graph']} {r['label']} ({r['op']}, adds {r['added']:.3f})" for r in result["localization"][:3])
         gates["checks"].append({"name": "qat_parity", "value": parity.mean_cosine,
                                 "threshold": parity.min_cosine_required, "passed": parity.passed,
                                 "message": message})
@@ -299,8 +424,11 @@ def stage_evaluate(recipe: Recipe, paths: RunPaths, teacher_digest: str, trainin
         artifacts = publish_artifacts(recipe, paths, chosen, gates["passed"])
     else:
         artifacts = {"variant": "fp32", "dir": str(paths.teacher_model)}
+    student = None
+    if students and students.get("student") is not None:
+        student = dict(students, qat=judged.get("student-qat-int8"))
     report = build_report(recipe.name, variants, artifacts, gates, cached["data"], training, cached["examples"],
-                          qat=qat)
+                          qat=judged.get("qat-int8"), student=student)
     write_report(paths.root, report)
     return report
 
@@ -315,7 +443,7 @@ def publish_artifacts(recipe: Recipe, paths: RunPaths, chosen: VariantResult, ga
         return {"variant": chosen.name, "dir": None, "withheld": why}
     source = paths.root / "ladder" / chosen.name
     encoder, decoder = (source / "encoder.tflite").read_bytes(), (source / "decoder_step.tflite").read_bytes()
-    if chosen.name == "qat-int8":
+    if chosen.name in QAT_VARIANTS:
         mode = "qat-int8"
     else:
         rung = RUNGS[chosen.name]
@@ -338,7 +466,14 @@ def _evaluate_variants(recipe: Recipe, paths: RunPaths, progress: bool) -> dict:
     size = int(sum(v.shape.num_elements() * 4 for v in core.weights))
     keras = KerasBackend(core)
     fp32, hyps, fp32_logits = evaluate_variant("fp32", keras, codec, recipe, sources, references, None, size, progress)
-    variants = [fp32] + _ladder(recipe, paths, core, keras, codec, splits, fp32_logits, progress)
+    variants = [fp32]
+    for name, directory in (("student-fp32", paths.student), ("student-gold-fp32", paths.student_gold)):
+        if name in recipe.ladder.variants:
+            student = load_model(directory / "model")
+            size = int(sum(v.shape.num_elements() * 4 for v in student.weights))
+            variants.append(evaluate_variant(name, KerasBackend(student), codec, recipe, sources, references,
+                                             fp32_logits, size, progress)[0])
+    variants += _ladder(recipe, paths, core, keras, codec, splits, fp32_logits, progress)
     data_stats = {"splits": {}}
     for name in ("train", "validation", "test", "calibration"):
         enc = encode_split(codec, splits[name]["source"], splits[name]["target"], recipe.model.source_length,
@@ -352,7 +487,7 @@ def _evaluate_variants(recipe: Recipe, paths: RunPaths, progress: bool) -> dict:
 def _ladder(recipe: Recipe, paths: RunPaths, core: Seq2SeqCore, keras: KerasBackend, codec: TextCodec, splits,
             fp32_logits, progress: bool) -> list[VariantResult]:
     """Export and evaluate the TFLite rungs of the ladder, each in its own child process."""
-    names = [n for n in recipe.ladder.variants if n != "fp32"]
+    names = [n for n in recipe.ladder.variants if n not in ("fp32", "student-fp32", "student-gold-fp32")]
     if not names:
         return []
     ladder_dir = paths.root / "ladder"
@@ -360,10 +495,10 @@ def _ladder(recipe: Recipe, paths: RunPaths, core: Seq2SeqCore, keras: KerasBack
     calib = splits["calibration"]
     exported = export_rungs(core, keras, codec, recipe, calib["source"], calib["target"],
                             [n for n in names if n in RUNGS], ladder_dir, progress)
-    if "qat-int8" in names:
-        qat_dir = paths.qat / "export"
+    for name in (n for n in names if n in QAT_VARIANTS):
+        qat_dir = paths.root / QAT_VARIANTS[name] / "export"
         blobs = {k: (qat_dir / f"{k}.tflite").read_bytes() for k in ("encoder", "decoder_step")}
-        exported["qat-int8"] = write_variant("qat-int8", blobs, ladder_dir / "qat-int8")
+        exported[name] = write_variant(name, blobs, ladder_dir / name)
     results = []
     for name in names:
         info = exported[name]
@@ -371,8 +506,9 @@ def _ladder(recipe: Recipe, paths: RunPaths, core: Seq2SeqCore, keras: KerasBack
             results.append(VariantResult(name=name, status="failed", error=info["error"]))
             continue
         result = evaluate_in_child(name, paths.root, ladder_dir / name)
-        if name == "qat-int8" and (paths.qat / "localization.json").is_file():
-            result.extra["localization"] = json.loads((paths.qat / "localization.json").read_text())[:LOCALIZATION_TOP]
+        localization = paths.root / QAT_VARIANTS.get(name, "-") / "localization.json"
+        if name in QAT_VARIANTS and localization.is_file():
+            result.extra["localization"] = json.loads(localization.read_text())[:LOCALIZATION_TOP]
         for key in ("float_ops", "quantize_ops", "op_counts", "size_bytes"):
             setattr(result, key, info[key])
         write_json(ladder_dir / name / "metrics.json", result.as_dict())
@@ -393,5 +529,21 @@ def run_pipeline(recipe: Recipe, run_dir: Path, progress: bool = True, stop_afte
     qat_digest, qat = stage_qat(recipe, paths, teacher_digest, progress=progress, stop_after=stop_after)
     if recipe.qat.enabled and qat is None:
         return None
-    return stage_evaluate(recipe, paths, teacher_digest, training, progress=progress, qat=qat,
-                          qat_digest=qat_digest if recipe.qat.enabled else "")
+    student_digest, student = stage_student(recipe, paths, teacher_digest, progress=progress, stop_after=stop_after)
+    if recipe.distill.enabled and student is None:
+        return None
+    gold_digest, gold = stage_student(recipe, paths, teacher_digest, progress=progress, stop_after=stop_after,
+                                      gold_only=True)
+    if "student-gold-fp32" in recipe.ladder.variants and gold is None:
+        return None
+    student_qat_digest, student_qat = stage_student_qat(recipe, paths, student_digest, progress=progress,
+                                                        stop_after=stop_after)
+    if "student-qat-int8" in recipe.ladder.variants and student_qat is None:
+        return None
+    variants = set(recipe.ladder.variants)
+    upstream = "|".join(d for d, on in ((qat_digest, recipe.qat.enabled), (student_digest, recipe.distill.enabled),
+                                       (gold_digest, "student-gold-fp32" in variants),
+                                       (student_qat_digest, "student-qat-int8" in variants)) if on)
+    return stage_evaluate(recipe, paths, teacher_digest, training, progress=progress,
+                          qat={"qat-int8": qat, "student-qat-int8": student_qat}, qat_digest=upstream,
+                          students={"student": student, "student_gold": gold})

@@ -167,7 +167,9 @@ class EvalConfig:
 
 
 LADDER_VARIANTS = ("fp32", "float-tflite", "dynamic-range", "ptq-int8-naive", "ptq-int8", "int16x8",
-                   "int8-enc+fp32-dec", "fp32-enc+int8-dec", "qat-int8")  # student variants come later
+                   "int8-enc+fp32-dec", "fp32-enc+int8-dec", "qat-int8", "student-fp32", "student-gold-fp32",
+                   "student-qat-int8")
+STUDENT_VARIANTS = ("student-fp32", "student-gold-fp32", "student-qat-int8")
 
 
 @dataclass(frozen=True)
@@ -212,9 +214,41 @@ class QatConfig:
     parity_min_identical: float = _f(0.99, doc="lowest share of test sentences with identical greedy outputs (QAT Keras vs TFLite)", min=0.0, max=1.0)
 
 
-DistillConfig = _disabled_stage("student distillation (not available in this version: allowed value false)")
+@dataclass(frozen=True)
+class StudentModel:
+    """The student's architecture. Vocabulary, tokenizer, lengths, mask value, LayerNorm epsilon and the logits
+    bias are the teacher's (`model:`), so the student runs on the same data and deployment graphs."""
+    d_model: int = _f(128, doc="hidden width", min=8)
+    encoder_layers: int = _f(2, doc="encoder blocks", min=1)
+    decoder_layers: int = _f(1, doc="decoder blocks", min=1)
+    attention_heads: int = _f(4, doc="heads per attention; must divide `d_model`", min=1)
+    ffn_dim: int = _f(256, doc="feed-forward inner width", min=8)
+    activation: Literal["relu", "gelu", "gelu_new", "swish"] = _f("relu", doc="feed-forward activation (ReLU: bounded below, fuses into FULLY_CONNECTED)")
+    normalize_before: bool = _f(False, doc="pre-LayerNorm blocks (false: post-LN)")
+    scale_embedding: bool = _f(True, doc="multiply token embeddings by sqrt(d_model)")
+    position_embedding: Literal["sinusoidal", "learned"] = _f("sinusoidal", doc="sinusoidal or learned positions")
+    layernorm_embedding: bool = _f(False, doc="LayerNorm after the embedding sum")
+    tie_word_embeddings: bool = _f(True, doc="output projection shares the token embedding matrix")
+    dropout: float = _f(0.1, doc="residual dropout during training", min=0.0, max=0.9)
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    """A smaller, quantization-friendly student trained from the FP32 teacher (word- and sequence-level
+    distillation), evaluated as `student-fp32`, quantized by QAT (the `qat:` settings) as `student-qat-int8`."""
+    enabled: bool = _f(False, doc="train the student (needs `student-fp32` in ladder.variants)")
+    student: StudentModel = _f(doc="the student's architecture", factory=StudentModel)
+    train: TrainConfig = _f(doc="the student's training (also used for the gold-only baseline, `student-gold-fp32`)", factory=TrainConfig)
+    word_weight: float = _f(0.5, doc="word-level KD: weight of the KL to the teacher's logits; the cross-entropy gets 1 - this", min=0.0, max=1.0)
+    temperature: float = _f(2.0, doc="softmax temperature of the word-level KL (the term is scaled by T^2)", min_exclusive=0.0, max=20.0)
+    sequence_fraction: float = _f(0.5, doc="sequence-level KD: share of training rows whose target is the teacher's beam-search output instead of the gold target", min=0.0, max=1.0)
+    sequence_rows: int = _f(4096, doc="training sources the teacher decodes with beam search once (cached in `student/`)", min=1)
+    beam_size: int = _f(4, doc="beams of the teacher's sequence-level targets (length penalty: runtime.length_penalty)", min=1, max=16)
+    hidden_weight: float = _f(0.0, doc="weight of the MSE between the student's encoder output, through a learned projection when widths differ, and the teacher's", min=0.0)
+
+
 # `export.variant: auto` takes the first of these that the ladder ran (student variants will join them).
-AUTO_ARTIFACT_ORDER = ("qat-int8", "ptq-int8")
+AUTO_ARTIFACT_ORDER = ("qat-int8", "student-qat-int8", "ptq-int8")
 
 
 @dataclass(frozen=True)
@@ -443,6 +477,19 @@ def _cross_checks(recipe: Recipe) -> list[tuple[str, str]]:
     if recipe.qat.enabled != ("qat-int8" in recipe.ladder.variants):
         problems.append(("qat.enabled", f"got {_show(recipe.qat.enabled)}; expected true exactly when ladder.variants "
                                         f"lists qat-int8 (QAT output is evaluated and exported as that variant)"))
+    students = [v for v in recipe.ladder.variants if v in STUDENT_VARIANTS]
+    if recipe.distill.enabled != ("student-fp32" in recipe.ladder.variants):
+        problems.append(("distill.enabled", f"got {_show(recipe.distill.enabled)}; expected true exactly when "
+                                            f"ladder.variants lists student-fp32 (the student is evaluated as that variant)"))
+    elif students and not recipe.distill.enabled:
+        problems.append(("ladder.variants", f"got {', '.join(students)}; expected no student variant while "
+                                            f"distill.enabled is false"))
+    st = recipe.distill.student
+    if st.d_model % st.attention_heads:
+        problems.append(("distill.student.attention_heads", f"got {st.attention_heads}; expected a divisor of "
+                                                            f"distill.student.d_model ({st.d_model})"))
+    if st.position_embedding == "sinusoidal" and st.d_model % 2:
+        problems.append(("distill.student.d_model", f"got {st.d_model}; expected an even width for sinusoidal positions"))
     if rt.max_new_tokens is not None and rt.max_new_tokens > m.target_length:
         problems.append(("runtime.max_new_tokens", f"got {rt.max_new_tokens}; expected <= model.target_length ({m.target_length})"))
     return problems

@@ -121,6 +121,13 @@ def test_qat_export_is_full_int8_with_identity_boundary_and_matches_keras(varian
         assert {"encoder_hidden_states", "logits", "encoder_layer_0/self_attn/scores"} <= labels
         # measured: worst relative error 0.05 on this model; a mis-paired twin reads ~1.0
         assert max(r["relative_rmse"] for r in rows) < 0.3
+        # The op-by-op probe: the first projections' int8 values are the fake-quantized Keras values on the same
+        # grid but for rare one-step rounding differences (a wrong grid or a mis-paired tensor differs everywhere).
+        from s2s_qat.qat.probe import encoder_captures, step_differences
+        probe = step_differences(blobs["encoder"], ids[:1], mask[:1], encoder_captures(core, ids[:1], mask[:1]))
+        first = [r for r in probe if "encoder_layer_0/self_attn/" in r["tensor"] and r["op"] == "FULLY_CONNECTED"]
+        assert len(first) == 3 and all(r["differ"] < 0.05 and r["max_steps"] <= 1 for r in first), first
+        assert {"SOFTMAX", "RSQRT", "MEAN", "BATCH_MATMUL"} <= {r["op"] for r in probe}
 
 
 def _localize_tiny(core, state, blobs):

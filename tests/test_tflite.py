@@ -159,6 +159,21 @@ def test_calibration_sets(codec_and_core):
     np.testing.assert_allclose(gen.decoder[0]["encoder_hidden_states"], memory, atol=1e-6)
 
 
+def test_calibration_set_round_trips_and_loads_each_array_once(codec_and_core, tmp_path):
+    from s2s_qat.export.calibration import CalibrationSet, naive_calibration
+
+    codec, core, rows, _ = codec_and_core
+    calib = naive_calibration(KerasBackend(core), codec, [r["source"] for r in rows[:5]])
+    calib.save(tmp_path / "c.npz")
+    loaded = CalibrationSet.load(tmp_path / "c.npz")
+    for a, b in zip(calib.decoder + calib.encoder, loaded.decoder + loaded.encoder):
+        assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+    # Rows are views of one array per input: reading the array per row once kept a full copy alive per row
+    # (12.8 GB for the default recipe's generation-state set, an OOM kill on the bench).
+    memories = [r["encoder_hidden_states"] for r in loaded.decoder]
+    assert all(m.base is memories[0].base and m.base is not None for m in memories)
+
+
 def test_artifacts_and_manifest(codec_and_core, tmp_path):
     import hashlib
     import json

@@ -32,12 +32,16 @@ class CalibrationSet:
 
     @classmethod
     def load(cls, path: Path) -> "CalibrationSet":
+        # Each `data[key]` reads (and allocates) the whole array again, and a row is a view that keeps its array
+        # alive: indexing `data[key][i]` per row held one full copy per row (12 GB for the default recipe's
+        # 1,000 decoder rows, an OOM kill on the bench). Read every array once.
         with np.load(path) as data:
-            rows: dict[str, list[dict]] = {"encoder": [], "decoder": []}
-            for kind in rows:
-                keys = [k for k in data.files if k.startswith(kind + "/")]
-                n = len(data[keys[0]]) if keys else 0
-                rows[kind] = [{k.split("/", 1)[1]: data[k][i] for k in keys} for i in range(n)]
+            arrays = {k: data[k] for k in data.files}
+        rows: dict[str, list[dict]] = {"encoder": [], "decoder": []}
+        for kind in rows:
+            keys = [k for k in arrays if k.startswith(kind + "/")]
+            n = len(arrays[keys[0]]) if keys else 0
+            rows[kind] = [{k.split("/", 1)[1]: arrays[k][i] for k in keys} for i in range(n)]
         return cls(rows["encoder"], rows["decoder"])
 
 

@@ -9,9 +9,12 @@ from s2s_qat.validate import VariantResult
 
 
 def build_report(recipe_name: str, variants: list[VariantResult], artifacts: dict | None, gates: dict,
-                 data_stats: dict, training: dict | None, examples: list[dict], qat: dict | None = None) -> dict:
+                 data_stats: dict, training: dict | None, examples: list[dict], qat: dict | None = None,
+                 student: dict | None = None) -> dict:
+    """`qat`: the teacher's QAT stage result; `student`: {"student", "student_gold", "qat"} stage results."""
     return {
         "qat": qat,
+        "student": student,
         "recipe": recipe_name,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "variants": [v.as_dict() for v in variants],
@@ -55,6 +58,7 @@ def render_markdown(report: dict) -> str:
                   f"{tr['best_val_loss']:.4f}, stopped by {tr['stop_reason']}, {tr['seconds']:.0f} s "
                   f"(this invocation; resumed from step {tr['resumed_from']}).", ""]
     lines += _qat_lines(report.get("qat"))
+    lines += _student_lines(report.get("student"), report["variants"])
     if report.get("plot"):
         lines += [f"![BLEU and pair cosine per variant]({report['plot']})", ""]
     lines += _localization_lines(report)
@@ -85,11 +89,44 @@ def render_markdown(report: dict) -> str:
     return "\n".join(lines)
 
 
-def _qat_lines(qat: dict | None) -> list[str]:
+def _student_lines(student: dict | None, variants: list[dict]) -> list[str]:
+    if not student:
+        return []
+    st = student["student"]
+    tr = st["training"]
+    ratio = st["parameters"] / st["teacher_parameters"]
+    lines = ["## Student (distillation)", "",
+             f"{st['parameters']:,} parameters ({ratio:.2f} x the teacher's {st['teacher_parameters']:,}); steps "
+             f"{tr['steps']} (best {tr['best_step']}), best validation loss {tr['best_val_loss']:.4f}, stopped by "
+             f"{tr['stop_reason']}; stage {st['seconds']:.0f} s."]
+    seq = st.get("sequence_targets")
+    if seq:
+        how = "decoded in this run" if seq["decoded"] else "reused from sequence_targets/"
+        lines.append(f"Sequence-level targets: teacher beam search (beam {seq['beam_size']}) on {seq['rows']} training "
+                     f"sources, {seq['decode_seconds']:.0f} s, {how}.")
+    by_name = {v["name"]: v for v in variants}
+    rows = [by_name[n] for n in ("fp32", "student-fp32", "student-gold-fp32", "student-qat-int8") if n in by_name]
+    lines += ["", "| model | BLEU | exact match % | size (bytes) | tokens/s |", "|---|---|---|---|---|"]
+    for v in rows:
+        label = {"fp32": "teacher fp32", "student-fp32": "student fp32 (distilled)",
+                 "student-gold-fp32": "student fp32 (gold data only)", "student-qat-int8": "student QAT int8"}[v["name"]]
+        lines.append(f"| {label} | {_fmt(v['bleu'])} | {_fmt(v['exact_match'])} | {_fmt(v['size_bytes'])} "
+                     f"| {_fmt(v['tokens_per_second'], 1)} |")
+    distilled, gold = by_name.get("student-fp32"), by_name.get("student-gold-fp32")
+    if distilled and gold and distilled.get("bleu") is not None and gold.get("bleu") is not None:
+        lines += ["", f"Gain from distillation (same architecture, same steps budget): "
+                      f"{distilled['bleu'] - gold['bleu']:+.2f} BLEU."]
+    lines.append("")
+    if student.get("qat"):
+        lines += _qat_lines(student["qat"], "Student QAT")
+    return lines
+
+
+def _qat_lines(qat: dict | None, title: str = "Quantization-aware training") -> list[str]:
     if not qat:
         return []
     tr, p = qat["training"], qat["parity"]
-    lines = ["## Quantization-aware training", "",
+    lines = [f"## {title}", "",
              f"{qat['quantizers']} quantizers; steps {tr['steps']} (best {tr['best_step']}), best validation loss of "
              f"the fake-quantized model {tr['best_val_loss']:.4f}, stopped by {tr['stop_reason']}; stage "
              f"{qat['seconds']:.0f} s (calibration, training, export, parity).", "",

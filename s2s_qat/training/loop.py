@@ -67,7 +67,10 @@ class Trainer:
 
     def __init__(self, core: Seq2SeqCore, cfg: TrainConfig, train: EncodedSplit, valid: EncodedSplit,
                  workdir: Path, seed: int, loss_fn: LossFn, eval_loss_fn: LossFn,
-                 strategy: tf.distribute.Strategy | None = None, progress: bool = True):
+                 strategy: tf.distribute.Strategy | None = None, progress: bool = True,
+                 extra: tf.Module | None = None):
+        """`extra`: trainable variables outside the model that the loss uses (e.g. a distillation projection);
+        trained and checkpointed with the model, not part of best/ (the model's weights)."""
         self.core, self.cfg, self.train, self.valid = core, cfg, train, valid
         self.workdir, self.progress = Path(workdir), progress
         self.strategy = strategy or tf.distribute.get_strategy()
@@ -75,13 +78,15 @@ class Trainer:
         self.loss_fn, self.eval_loss_fn = loss_fn, eval_loss_fn
         with self.strategy.scope():
             self.optimizer = make_optimizer(cfg)
-            self.optimizer.build(core.trainable_variables)
+            self.variables = list(core.trainable_variables) + (list(extra.trainable_variables) if extra else [])
+            self.optimizer.build(self.variables)
             self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
             self.best_val = tf.Variable(np.inf, dtype=tf.float32, trainable=False, name="best_val_loss")
             self.best_step = tf.Variable(0, dtype=tf.int64, trainable=False, name="best_step")
             self.bad_evals = tf.Variable(0, dtype=tf.int64, trainable=False, name="bad_evals")
+        tracked = {"extra": extra} if extra is not None else {}
         self.ckpt = tf.train.Checkpoint(core=core, optimizer=self.optimizer, step=self.step, best_val=self.best_val,
-                                        best_step=self.best_step, bad_evals=self.bad_evals)
+                                        best_step=self.best_step, bad_evals=self.bad_evals, **tracked)
         self.manager = tf.train.CheckpointManager(self.ckpt, str(self.workdir / "ckpt"), max_to_keep=cfg.keep_checkpoints)
         self.best_ckpt = tf.train.Checkpoint(core=core)
         self._train_step = tf.function(self._replica_step_all)
@@ -116,8 +121,8 @@ class Trainer:
             with tf.GradientTape() as tape:
                 loss = self.loss_fn(self.core, b, True)
                 scaled = loss / self.strategy.num_replicas_in_sync
-            grads = tape.gradient(scaled, self.core.trainable_variables)
-            self.optimizer.apply_gradients(zip(grads, self.core.trainable_variables))
+            grads = tape.gradient(scaled, self.variables)
+            self.optimizer.apply_gradients(zip(grads, self.variables))
             return loss
         per_replica = self.strategy.run(replica_step, args=(batch,))
         return self.strategy.reduce(tf.distribute.ReduceOp.MEAN, per_replica, axis=None)

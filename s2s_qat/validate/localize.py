@@ -90,30 +90,36 @@ def _label(name: str, twin: str) -> str:
     return tensor_label(twin) if "Quant" in label.rsplit("/", 1)[-1] else label
 
 
-def _run(model: bytes, row: dict) -> tuple[Interpreter, dict[str, tuple[dict, np.ndarray]]]:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # "preserve_all_tensors is for debugging": it is
-        # No default delegate: XNNPACK would fuse ops into one DELEGATE node and hide their tensors.
-        interp = Interpreter(model_content=model, experimental_preserve_all_tensors=True,
-                             experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
-    runner = interp.get_signature_runner(SIGNATURE)
-    feed = {}
-    for name, detail in runner.get_input_details().items():
-        value = np.asarray(row[name])
-        if detail["dtype"] == np.int8:
-            scale, zp = detail["quantization"]
-            value = np.clip(np.round(value / scale + zp), -128, 127).astype(np.int8)
-        feed[name] = value.astype(detail["dtype"])
-    runner(**feed)
-    outputs = {int(d["index"]): name for name, d in runner.get_output_details().items()}
-    tensors = {}
-    for d in interp.get_tensor_details():
+class _Runner:
+    """One interpreter per graph, reused for every row; only the tensors compared are read back."""
+
+    def __init__(self, model: bytes):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "preserve_all_tensors is for debugging": it is
+            # No default delegate: XNNPACK would fuse ops into one DELEGATE node and hide their tensors.
+            self.interp = Interpreter(model_content=model, experimental_preserve_all_tensors=True,
+                                      experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+        self.runner = self.interp.get_signature_runner(SIGNATURE)
+        self.inputs = self.runner.get_input_details()
+        outputs = {int(d["index"]): name for name, d in self.runner.get_output_details().items()}
+        self.details = {d["name"]: dict(d, output_name=outputs.get(int(d["index"])))
+                        for d in self.interp.get_tensor_details()}
+
+    def run(self, row: dict) -> None:
+        feed = {}
+        for name, detail in self.inputs.items():
+            value = np.asarray(row[name])
+            if detail["dtype"] == np.int8:
+                scale, zp = detail["quantization"]
+                value = np.clip(np.round(value / scale + zp), -128, 127).astype(np.int8)
+            feed[name] = value.astype(detail["dtype"])
+        self.runner(**feed)
+
+    def tensor(self, name: str) -> np.ndarray | None:
         try:
-            d = dict(d, output_name=outputs.get(int(d["index"])))
-            tensors[d["name"]] = (d, interp.get_tensor(d["index"]))
+            return self.interp.get_tensor(self.details[name]["index"])
         except ValueError:  # tensors without data (e.g. scratch buffers)
-            continue
-    return interp, tensors
+            return None
 
 
 def _producers(interp: Interpreter) -> dict[int, tuple[int, str, list[int]]]:
@@ -166,28 +172,35 @@ def localize(float_model: bytes, int8_model: bytes, graph: str, rows: list[dict]
     steps: dict[str, list[float]] = {}
     signal: dict[int, list[float]] = {}  # int8-model tensor index -> RMS of its float twin (weights included)
     meta: dict[str, dict] = {}
-    interp = None
+    q_graph, f_graph = _Runner(int8_model), _Runner(float_model)
     for row in rows:
-        interp, q_tensors = _run(int8_model, row)
-        _, f_tensors = _run(float_model, row)
-        for name, (d, q) in q_tensors.items():
+        q_graph.run(row)
+        f_graph.run(row)
+        for name, d in q_graph.details.items():
             twin = twins.get(name) if twins is not None else name
-            if twin not in f_tensors or f_tensors[twin][1].dtype != np.float32:
+            f_detail = f_graph.details.get(twin)
+            if f_detail is None or f_detail["dtype"] != np.float32:
                 continue
-            f64 = f_tensors[twin][1].astype(np.float64)
+            f = f_graph.tensor(twin)
+            if f is None:
+                continue
+            f64 = f.astype(np.float64)
             signal.setdefault(int(d["index"]), []).append(float(np.sqrt(np.mean(f64 ** 2))))
             params = d["quantization_parameters"]
             if d["dtype"] != np.int8 or len(params["scales"]) != 1:
                 continue
-            if f64.shape != q.shape or q.ndim < 2 or q.shape[0] != 1:
+            if f64.shape != tuple(d["shape"]) or f64.ndim < 2 or f64.shape[0] != 1:
                 continue  # weights (per-channel or per-tensor constants) have no batch axis
+            q = q_graph.tensor(name)
+            if q is None or q.shape != f64.shape:
+                continue
             scale, zp = float(params["scales"][0]), int(params["zero_points"][0])
             err = float(np.sqrt(np.mean(((q.astype(np.float64) - zp) * scale - f64) ** 2)))
             rmse.setdefault(name, []).append(err)
             steps.setdefault(name, []).append(err / scale)
             meta[name] = {"index": int(d["index"]), "scale": scale, "zero_point": zp, "output": d["output_name"],
                           "twin": twin}
-    producers = _producers(interp)
+    producers = _producers(q_graph.interp)
     rms = {i: float(np.mean(v)) for i, v in signal.items()}
     relative: dict[int, float] = {}
     for name in sorted(meta, key=lambda n: producers.get(meta[n]["index"], (10 ** 9,))[0]):
