@@ -1,4 +1,4 @@
-"""Run (or resume) a recipe's pipeline and record its teacher and ladder numbers in benchmarks/<name>.json.
+"""Run (or resume) a recipe's pipeline and record its teacher, ladder, QAT and student numbers in benchmarks/<name>.json.
 
     python scripts/bench_teacher.py recipes/tn_en_bench.yaml [--run-dir runs/tn_en_bench]
 
@@ -57,6 +57,7 @@ def main() -> int:
         "gates": report["gates"],
         "artifacts": report.get("artifacts"),
         "qat": report.get("qat"),
+        "student": report.get("student"),
     }
     out = args.out or ROOT / "benchmarks" / f"{name}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -77,6 +78,17 @@ def main() -> int:
                                        f"({qat['training']['seconds'] / training['seconds']:.2f} x teacher)"),
                  ("QAT parity cosine / identical", f"{qat['parity']['mean_cosine']:.5f} / "
                                                    f"{100 * qat['parity']['identical_greedy']:.1f}%")]
+    student = report.get("student")
+    if student:
+        st = student["student"]
+        rows.append(("student parameters", f"{st['parameters']:,} ({st['parameters'] / st['teacher_parameters']:.2f} "
+                                           f"x teacher)"))
+        for variant in ("student-fp32", "student-gold-fp32", "student-qat-int8"):
+            v = by_name.get(variant)
+            if v and v["status"] == "ok":
+                rows.append((f"{variant} BLEU / exact % / tokens/s / bytes",
+                             f"{v['bleu']:.2f} ({v['bleu'] - fp32['bleu']:+.2f} vs fp32) / {v['exact_match']:.1f} / "
+                             f"{v['tokens_per_second']:.1f} / {v['size_bytes']:,}"))
     width = max(len(k) for k, _ in rows)
     print(f"{name} (fp32 teacher)")
     for k, v in rows:
