@@ -143,6 +143,22 @@ def _start_stage(directory: Path, digest: str) -> None:
     write_json(started_file, {"hash": digest})
 
 
+def _skip_or_start(directory: Path, digest: str, name: str) -> dict | None:
+    """A finished stage with this digest: its result.json (skipped). Otherwise the stage is started (or resumed,
+    see `_start_stage`) and None is returned."""
+    if stage_is_current(directory, digest):
+        log.info("%s: unchanged, skipped", name)
+        return json.loads((directory / "result.json").read_text())
+    _start_stage(directory, digest)
+    return None
+
+
+def _seed(seed: int, deterministic: bool) -> None:
+    tf_keras.utils.set_random_seed(seed)
+    if deterministic:
+        tf.config.experimental.enable_op_determinism()
+
+
 def stage_teacher(recipe: Recipe, paths: RunPaths, tok_digest: str, progress: bool = True,
                   stop_after: int | None = None) -> tuple[str, dict | None]:
     digest = _stage_hash("teacher", recipe.section_hash("model", "teacher", "train"), tok_digest)
@@ -155,9 +171,7 @@ def stage_teacher(recipe: Recipe, paths: RunPaths, tok_digest: str, progress: bo
     cfg = TransformerConfig.from_recipe(recipe.model, codec.vocab_size)
     encoded = encode_splits(recipe, paths, codec)
     strategy = make_strategy(recipe.train.strategy)
-    tf_keras.utils.set_random_seed(recipe.seed)
-    if recipe.train.deterministic:
-        tf.config.experimental.enable_op_determinism()
+    _seed(recipe.seed, recipe.train.deterministic)
     with strategy.scope():
         core = build_core(cfg)
     trainer = Trainer(core, recipe.train, encoded["train"], encoded["validation"], paths.teacher, recipe.seed,
@@ -241,14 +255,11 @@ def _qat_of(recipe: Recipe, paths: RunPaths, name: str, source_digest: str, sour
     digest = _stage_hash(name, json.dumps(trained_by, sort_keys=True), str(recipe.seed), source_digest)
     if not enabled:
         return digest, None
-    if stage_is_current(out, digest):
-        log.info("%s: unchanged, skipped", name)
-        return digest, json.loads((out / "result.json").read_text())
-    _start_stage(out, digest)
+    done = _skip_or_start(out, digest, name)
+    if done is not None:
+        return digest, done
     started = time.monotonic()
-    tf_keras.utils.set_random_seed(recipe.seed + 1)  # dropout draws do not depend on what ran before in this process
-    if recipe.train.deterministic:
-        tf.config.experimental.enable_op_determinism()
+    _seed(recipe.seed + 1, recipe.train.deterministic)  # dropout draws do not depend on what ran before
     codec = TextCodec.load(paths.tokenizer)
     teacher = load_model(source)
     core = load_model(source)  # the same FP32 weights under the same names; quantizers added below
@@ -338,17 +349,14 @@ def stage_student(recipe: Recipe, paths: RunPaths, teacher_digest: str, progress
     digest = _stage_hash(name, json.dumps(sections, sort_keys=True), str(recipe.seed), teacher_digest)
     if not enabled:
         return digest, None
-    if stage_is_current(out, digest):
-        log.info("%s: unchanged, skipped", name)
-        return digest, json.loads((out / "result.json").read_text())
-    _start_stage(out, digest)
+    done = _skip_or_start(out, digest, name)
+    if done is not None:
+        return digest, done
     started = time.monotonic()
     codec = TextCodec.load(paths.tokenizer)
     teacher = load_model(paths.teacher_model)
     encoded = encode_splits(recipe, paths, codec)
-    tf_keras.utils.set_random_seed(recipe.seed + 2)  # both students start from the same initial weights
-    if d.train.deterministic:
-        tf.config.experimental.enable_op_determinism()
+    _seed(recipe.seed + 2, d.train.deterministic)  # both students start from the same initial weights
     strategy = make_strategy(d.train.strategy)
     with strategy.scope():
         core = build_core(student_config(teacher.cfg, d.student))

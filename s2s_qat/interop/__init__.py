@@ -1,0 +1,1 @@
+"""Interoperability with other toolkits' checkpoints (Hugging Face Marian / BART)."""
