@@ -31,6 +31,7 @@ from s2s_qat.report import build_report, write_report
 from s2s_qat.runtime import KerasBackend
 from s2s_qat.tokenizer import TextCodec, save_tokenizer, train_tokenizer
 from s2s_qat.training import Trainer, cross_entropy_loss, encode_split, make_strategy, save_result
+from s2s_qat.training.loop import TrainResult
 from s2s_qat.training.batches import BatchOrder, EncodedSplit
 from s2s_qat.training.decode import teacher_beam, teacher_greedy
 from s2s_qat.training.kd import kd_loss
@@ -112,7 +113,33 @@ def stage_data(recipe: Recipe, paths: RunPaths) -> str:
     return digest
 
 
+def checkpoint_fingerprint(directory: Path) -> str:
+    """Name, size and modification time of every file of an imported checkpoint (a changed file re-imports)."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise FileNotFoundError(f"teacher.path {str(directory)!r} is not a directory")
+    files = sorted(f for f in directory.rglob("*") if f.is_file())
+    return _stage_hash(str(directory.resolve()), *(f"{f.relative_to(directory)}:{f.stat().st_size}:"
+                                                   f"{f.stat().st_mtime_ns}" for f in files))
+
+
 def stage_tokenizer(recipe: Recipe, paths: RunPaths, data_digest: str) -> str:
+    if recipe.teacher.source == "hf":  # the checkpoint's own tokenizer, unchanged
+        digest = _stage_hash("tokenizer-hf", checkpoint_fingerprint(Path(recipe.teacher.path)))
+        if stage_is_current(paths.tokenizer, digest):
+            log.info("tokenizer: unchanged, skipped")
+            return digest
+        from transformers import AutoTokenizer
+
+        from s2s_qat.tokenizer import save_checkpoint_tokenizer
+
+        hf = json.loads((Path(recipe.teacher.path) / "config.json").read_text())
+        tok = AutoTokenizer.from_pretrained(recipe.teacher.path)
+        save_checkpoint_tokenizer(tok, paths.tokenizer, hf["pad_token_id"], hf["decoder_start_token_id"],
+                                  hf["eos_token_id"])
+        mark_stage(paths.tokenizer, digest, vocab_size=len(tok), source=str(recipe.teacher.path))
+        log.info("tokenizer: %d pieces from %s", len(tok), recipe.teacher.path)
+        return digest
     digest = _stage_hash("tokenizer", recipe.section_hash("tokenizer"), data_digest)
     if stage_is_current(paths.tokenizer, digest):
         log.info("tokenizer: unchanged, skipped")
@@ -159,13 +186,41 @@ def _seed(seed: int, deterministic: bool) -> None:
         tf.config.experimental.enable_op_determinism()
 
 
+def _import_teacher(recipe: Recipe, paths: RunPaths, digest: str) -> tuple[str, dict]:
+    """`teacher.source: hf`: the checkpoint's weights in the project's model; its validation loss is measured."""
+    from s2s_qat.interop.hf import import_checkpoint
+
+    started = time.monotonic()
+    m = recipe.model
+    core = import_checkpoint(Path(recipe.teacher.path), m.source_length, m.target_length, m.mask_value)
+    codec = TextCodec.load(paths.tokenizer)
+    valid = encode_splits(recipe, paths, codec, names=("validation",))["validation"]
+    loss_fn = tf.function(lambda b: cross_entropy_loss(0.0)(core, b, False))
+    losses = [float(loss_fn(valid.batch(np.arange(i, min(i + 64, len(valid)))))) * min(64, len(valid) - i)
+              for i in range(0, len(valid), 64)]
+    save_model(core, paths.teacher_model)
+    result = TrainResult(steps=0, best_step=0, best_val_loss=sum(losses) / len(valid), stop_reason="imported",
+                         seconds=time.monotonic() - started, resumed_from=0)
+    save_result(result, paths.teacher / "train_result.json")
+    mark_stage(paths.teacher, digest, imported_from=str(recipe.teacher.path), best_val_loss=result.best_val_loss)
+    log.info("teacher: imported from %s, validation loss %.4f", recipe.teacher.path, result.best_val_loss)
+    return digest, asdict(result)
+
+
 def stage_teacher(recipe: Recipe, paths: RunPaths, tok_digest: str, progress: bool = True,
                   stop_after: int | None = None) -> tuple[str, dict | None]:
-    digest = _stage_hash("teacher", recipe.section_hash("model", "teacher", "train"), tok_digest)
+    if recipe.teacher.source == "hf":
+        m = recipe.model
+        digest = _stage_hash("teacher-hf", checkpoint_fingerprint(Path(recipe.teacher.path)), str(m.source_length),
+                             str(m.target_length), str(m.mask_value), tok_digest)
+    else:
+        digest = _stage_hash("teacher", recipe.section_hash("model", "teacher", "train"), tok_digest)
     if stage_is_current(paths.teacher, digest):
         log.info("teacher: unchanged, skipped")
         return digest, json.loads((paths.teacher / "train_result.json").read_text())
     _start_stage(paths.teacher, digest)
+    if recipe.teacher.source == "hf":
+        return _import_teacher(recipe, paths, digest)
 
     codec = TextCodec.load(paths.tokenizer)
     cfg = TransformerConfig.from_recipe(recipe.model, codec.vocab_size)

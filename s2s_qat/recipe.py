@@ -127,8 +127,8 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class TeacherConfig:
-    source: Literal["train"] = _f("train", doc="`train`: train the FP32 teacher from the recipe's data (`hf` import comes with the interop work)")
-    path: str | None = _f(None, doc="checkpoint directory (for imported teachers)")
+    source: Literal["train", "hf"] = _f("train", doc="`train`: train the FP32 teacher from the recipe's data; `hf`: import a Hugging Face MarianMTModel or BartForConditionalGeneration checkpoint (architecture and tokenizer from the checkpoint; `model:` supplies only source_length, target_length and mask_value)")
+    path: str | None = _f(None, doc="checkpoint directory (config.json, model.safetensors or pytorch_model.bin, tokenizer files) when source is `hf`")
 
 
 @dataclass(frozen=True)
@@ -469,6 +469,8 @@ def _cross_checks(recipe: Recipe) -> list[tuple[str, str]]:
         problems.append(("data.files.train", "got null; expected a file path when data.source is \"files\""))
     if recipe.teacher.source == "train" and recipe.teacher.path is not None:
         problems.append(("teacher.path", f"got {_show(recipe.teacher.path)}; expected null when teacher.source is \"train\""))
+    if recipe.teacher.source == "hf" and not recipe.teacher.path:
+        problems.append(("teacher.path", "got null; expected a checkpoint directory when teacher.source is \"hf\""))
     rt = recipe.runtime
     ex = recipe.export.variant
     if ex != "auto" and ex not in recipe.ladder.variants:

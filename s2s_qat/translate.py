@@ -20,7 +20,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("run_dir", type=Path, help="run directory (e.g. runs/tn_en_small) or a folder of .tflite graphs")
     parser.add_argument("texts", nargs="*", help="texts to translate (default: lines of standard input)")
     parser.add_argument("--beam", type=int, help="beam size (1: greedy); default from the run's recipe")
-    args = parser.parse_args(argv)
+    parser.add_argument("--backend", choices=("auto", "keras", "tflite"), default="auto",
+                        help="auto: TFLite for a folder of graphs, Keras (the FP32 teacher) for a run directory; "
+                             "tflite on a run directory: its artifacts/")
+    args = parser.parse_intermixed_args(argv)  # options may follow the path, before the texts
     if args.beam is not None and args.beam < 1:
         parser.error("--beam must be >= 1")
     try:
@@ -31,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     from s2s_qat.runtime import Translator
 
     try:
-        codec, backend = open_model(args.run_dir)
+        codec, backend = open_model(args.run_dir, args.backend)
     except FileNotFoundError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

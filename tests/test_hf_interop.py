@@ -158,3 +158,167 @@ def test_bad_checkpoints_fail_with_every_problem_listed(tmp_path):
     assert "missing weight model.decoder.layers.1.fc2.bias" in text
     assert "unexpected weight model.encoder.layers.0.extra.weight (shape (2, 2))" in text
     assert "weight model.encoder.layers.0.fc1.weight has shape (31, 16); expected (32, 16)" in text
+
+
+# === Tokenizers and the convert / translate commands ===
+
+TEXTS = ["the cat sat on the mat", "a dog ran in the park", "twenty one apples", "the 3rd of May",
+         "she reads books at night", "we walk to the station"] * 20
+
+
+def _marian_tokenizer(directory):
+    """A MarianTokenizer built offline: a SentencePiece model trained here, vocab.json with Marian's ids."""
+    import sentencepiece as spm
+    from transformers import MarianTokenizer
+
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "corpus.txt").write_text("\n".join(TEXTS))
+    spm.SentencePieceTrainer.train(input=str(directory / "corpus.txt"), model_prefix=str(directory / "sp"),
+                                   vocab_size=32, model_type="unigram", bos_id=-1, eos_id=0, unk_id=1, pad_id=-1,
+                                   minloglevel=2)
+    sp = spm.SentencePieceProcessor(model_file=str(directory / "sp.model"))
+    vocab = {sp.id_to_piece(i): i for i in range(sp.get_piece_size())}
+    vocab["<pad>"] = len(vocab)
+    (directory / "vocab.json").write_text(json.dumps(vocab))
+    return MarianTokenizer(source_spm=str(directory / "sp.model"), target_spm=str(directory / "sp.model"),
+                           vocab=str(directory / "vocab.json"))
+
+
+def _bart_tokenizer(directory):
+    """A BART-style tokenizer built offline: byte-level BPE trained here, `<s> pieces </s>` post-processing and
+    BART's special ids (<s>=0 <pad>=1 </s>=2 <unk>=3)."""
+    from tokenizers import ByteLevelBPETokenizer, processors
+    from transformers import PreTrainedTokenizerFast
+
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(TEXTS, vocab_size=300, special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"],
+                            show_progress=False)
+    bpe.post_processor = processors.RobertaProcessing(("</s>", 2), ("<s>", 0))
+    return PreTrainedTokenizerFast(tokenizer_object=bpe._tokenizer, bos_token="<s>", eos_token="</s>",
+                                   pad_token="<pad>", unk_token="<unk>", mask_token="<mask>")
+
+
+def test_checkpoint_tokenizers_keep_their_own_special_tokens(tmp_path):
+    from s2s_qat.tokenizer import TextCodec, save_checkpoint_tokenizer
+
+    marian = _marian_tokenizer(tmp_path / "m")
+    pad = len(marian) - 1
+    save_checkpoint_tokenizer(marian, tmp_path / "m_codec", pad, pad, 0)
+    codec = TextCodec.load(tmp_path / "m_codec")
+    ids = codec.encode_source("the cat sat", 12).ids
+    assert ids == marian("the cat sat")["input_ids"] and ids[-1] == 0 and codec.bos_id == codec.pad_id == pad
+    short = codec.encode_source("the cat sat on the mat", 3)
+    assert short.truncated and len(short.ids) == 3 and short.ids[-1] == 0
+    assert codec.decode(ids) == "the cat sat"
+
+    bart = _bart_tokenizer(tmp_path / "b")
+    save_checkpoint_tokenizer(bart, tmp_path / "b_codec", 1, 2, 2)
+    codec = TextCodec.load(tmp_path / "b_codec")
+    ids = codec.encode_target("a dog ran", 16).ids
+    assert ids[0] == 0 and ids[-1] == 2 and ids == bart(text_target="a dog ran")["input_ids"]
+    assert codec.decode(ids) == "a dog ran" and (codec.bos_id, codec.pad_id) == (2, 1)
+
+
+def _marian_with_tokenizer(directory, seed=0):
+    tokenizer = _marian_tokenizer(directory / "tok")
+    v = len(tokenizer)
+    torch.manual_seed(seed)
+    # init_std 0.4: a random model with small weights ignores its source; larger ones give varied outputs
+    config = MarianConfig(**dict(_COMMON, vocab_size=v, max_position_embeddings=64), init_std=0.4, pad_token_id=v - 1, eos_token_id=0, decoder_start_token_id=v - 1,
+                          activation_function="swish", scale_embedding=True)
+    model = MarianMTModel(config).eval()
+    with torch.no_grad():
+        model.final_logits_bias[0, 0] += 2.0  # EOS likely: outputs of different lengths
+        model.final_logits_bias[0, v - 1] -= 20.0  # the pad token is never generated, as in a trained model
+    model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return model, tokenizer
+
+
+def test_convert_hf_then_translate_gives_the_transformers_greedy_outputs(tmp_path, capsys):
+    from s2s_qat import convert, translate
+
+    model, tokenizer = _marian_with_tokenizer(tmp_path / "hf")
+    texts = ["the cat sat", "a dog ran in the park", "twenty one apples", "the 3rd of May", "she reads",
+             "we walk to the station", "the mat", "books at night"]
+    assert convert.main(["hf", str(tmp_path / "hf"), "--out", str(tmp_path / "run"), "--source-length", "48",
+                         "--target-length", str(T)]) == 0
+    capsys.readouterr()
+    assert translate.main([str(tmp_path / "run"), "--backend", "keras", *texts]) == 0
+    ours = capsys.readouterr().out.splitlines()
+    theirs = []
+    for text in texts:
+        enc = tokenizer(text, return_tensors="pt")
+        tokens = _torch_greedy(model, enc["input_ids"].numpy(), enc["attention_mask"].numpy(),
+                               model.config.decoder_start_token_id, 0, T)
+        theirs.append(tokenizer.decode(tokens, skip_special_tokens=True))
+    assert ours == theirs
+    assert len(set(theirs)) >= 3 and "" in theirs  # varied outputs, one ended by EOS at once
+    assert convert.main(["hf", str(tmp_path / "hf"), "--out", str(tmp_path / "run")]) == 2  # never overwritten
+    assert "exists" in capsys.readouterr().err
+    assert translate.main([str(tmp_path / "run"), "--backend", "tflite", "x"]) == 2  # no artifacts/ yet
+    assert "no encoder.tflite" in capsys.readouterr().err
+
+
+def test_to_hf_writes_a_marian_model_that_transformers_generates_with(tmp_path, capsys):
+    from transformers import AutoTokenizer
+
+    from harness import tiny_core
+    from s2s_qat import convert, translate
+    from s2s_qat.pipeline import RunPaths, save_model
+    from s2s_qat.recipe import TokenizerConfig
+    from s2s_qat.tokenizer import save_tokenizer, train_tokenizer
+
+    tok = train_tokenizer(TokenizerConfig(vocab_size=60), TEXTS)
+    paths = RunPaths(tmp_path / "run")
+    save_tokenizer(tok, paths.tokenizer / "tokenizer.json")
+    core = tiny_core(seed=4, vocab_size=tok.get_vocab_size(), target_length=T, source_length=32,
+                     max_position_embeddings=32)
+    bias = core.final_logits_bias.numpy()
+    bias[core.cfg.eos_token_id] += 2.5
+    bias[core.cfg.pad_token_id] -= 20.0
+    core.final_logits_bias.assign(bias)
+    save_model(core, paths.teacher_model)
+    assert convert.main(["to-hf", str(paths.root), "--out", str(tmp_path / "hf")]) == 0
+    model = MarianMTModel.from_pretrained(tmp_path / "hf").eval()
+    hf_tok = AutoTokenizer.from_pretrained(tmp_path / "hf")
+    texts = ["the cat sat", "a dog ran", "twenty one", "May", "books at night", "we walk", "the park", "apples"]
+    capsys.readouterr()
+    assert translate.main([str(paths.root), *texts]) == 0
+    ours = capsys.readouterr().out.splitlines()
+    theirs = []
+    for text in texts:
+        ids = hf_tok(text, add_special_tokens=False)["input_ids"] + [core.cfg.eos_token_id]
+        out = model.generate(input_ids=torch.tensor([ids]), num_beams=1, do_sample=False, max_new_tokens=T)
+        theirs.append(hf_tok.decode(out[0, 1:], skip_special_tokens=True).strip())
+    assert ours == theirs
+    assert convert.main(["to-hf", str(paths.root), "--out", str(tmp_path / "hf")]) == 2
+
+
+def test_recipe_with_an_imported_teacher_runs_the_pipeline_on_the_checkpoint(tmp_path):
+    """`teacher: {source: hf, path}`: the checkpoint's tokenizer and weights go through the pipeline; the FP32 row's
+    outputs are the transformers model's greedy outputs; a changed checkpoint file imports again."""
+    import yaml
+
+    from s2s_qat import train as train_cli
+
+    model, tokenizer = _marian_with_tokenizer(tmp_path / "hf")
+    recipe = {"name": "imported", "seed": 3,
+              "data": {"tn_en": {"num_examples": 300, "classes": {"year": 1.0}, "carrier_words": [0, 2]},
+                       "splits": {"validation": 20, "test": 12, "calibration": 8}},
+              "teacher": {"source": "hf", "path": str(tmp_path / "hf")},
+              "model": {"source_length": 48, "target_length": T},
+              "eval": {"sensitivity_sources": 4}}
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
+    run = tmp_path / "run"
+    assert train_cli.main([str(tmp_path / "r.yaml"), "--run-dir", str(run), "--no-progress"]) == 0
+    report = json.loads((run / "report.json").read_text())
+    assert report["training"]["stop_reason"] == "imported" and report["training"]["best_val_loss"] > 0
+    for example in report["examples"]:
+        enc = tokenizer(example["source"], return_tensors="pt")
+        tokens = _torch_greedy(model, enc["input_ids"].numpy(), enc["attention_mask"].numpy(),
+                               model.config.decoder_start_token_id, 0, T)
+        assert example["output"] == tokenizer.decode(tokens, skip_special_tokens=True), example
+    stamp = (run / "teacher" / "stage.json").read_text()
+    assert train_cli.main([str(tmp_path / "r.yaml"), "--run-dir", str(run), "--no-progress"]) == 0
+    assert (run / "teacher" / "stage.json").read_text() == stamp  # unchanged checkpoint: skipped

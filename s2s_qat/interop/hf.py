@@ -11,6 +11,7 @@ Every problem (unsupported config value, missing, unexpected or misshapen weight
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -97,9 +98,6 @@ def marian_config(cfg: TransformerConfig) -> dict:
         problems.append(f"layer_norm_eps: {cfg.layer_norm_eps}; Marian's LayerNorm uses {HF_LAYER_NORM_EPS}")
     if not cfg.final_logits_bias:
         problems.append("final_logits_bias: false; Marian always adds one (it would be zeros: set it true)")
-    if cfg.bos_token_id != cfg.pad_token_id:
-        problems.append(f"the decoder start token ({cfg.bos_token_id}) is not the pad token ({cfg.pad_token_id}) as "
-                        f"Marian expects; its generate() would start from the pad token")
     if problems:
         raise CheckpointError("Marian export", problems)
     return {
@@ -111,7 +109,7 @@ def marian_config(cfg: TransformerConfig) -> dict:
         "max_position_embeddings": cfg.max_position_embeddings, "dropout": cfg.dropout,
         "attention_dropout": cfg.attention_dropout, "activation_dropout": 0.0, "pad_token_id": cfg.pad_token_id,
         "eos_token_id": cfg.eos_token_id, "decoder_start_token_id": cfg.bos_token_id,
-        "forced_eos_token_id": cfg.eos_token_id, "share_encoder_decoder_embeddings": True,
+        "forced_eos_token_id": None, "share_encoder_decoder_embeddings": True,
         "tie_word_embeddings": cfg.tie_word_embeddings, "is_encoder_decoder": True,
     }
 
@@ -250,8 +248,10 @@ def read_state(directory: Path) -> dict[str, np.ndarray]:
     raise CheckpointError(str(directory), ["no model.safetensors or pytorch_model.bin"])
 
 
-def import_checkpoint(directory: Path, source_length: int, target_length: int) -> Seq2SeqCore:
-    """A Marian or BART checkpoint directory -> the project's FP32 model with its weights."""
+def import_checkpoint(directory: Path, source_length: int, target_length: int, mask_value: float | None = None
+                      ) -> Seq2SeqCore:
+    """A Marian or BART checkpoint directory -> the project's FP32 model with its weights (`mask_value`: the
+    deployment graphs' bounded mask, default the project's)."""
     from s2s_qat.models import build_core
 
     directory = Path(directory)
@@ -259,6 +259,8 @@ def import_checkpoint(directory: Path, source_length: int, target_length: int) -
     if not config_file.is_file():
         raise CheckpointError(str(directory), ["config.json is missing"])
     cfg = config_from_hf(json.loads(config_file.read_text()), source_length, target_length, str(config_file))
+    if mask_value is not None:
+        cfg = dataclasses.replace(cfg, mask_value=mask_value)
     core = build_core(cfg)
     load_weights(core, read_state(directory), str(directory))
     return core

@@ -42,11 +42,24 @@ def runtime_settings(path: Path, beam: int | None = None) -> RuntimeConfig:
     return runtime
 
 
-def open_model(path: Path):
-    """(TextCodec, backend). Raises FileNotFoundError naming what is missing."""
+BACKENDS = ("auto", "keras", "tflite")
+
+
+def open_model(path: Path, backend: str = "auto"):
+    """(TextCodec, backend). `backend`: `auto` (TFLite for a folder of graphs, Keras for a run directory), `keras`
+    (a run's FP32 teacher) or `tflite` (a folder of graphs, or a run's artifacts/). Raises FileNotFoundError
+    naming what is missing."""
     from s2s_qat.tokenizer import TextCodec
 
     path = Path(path)
+    if backend not in BACKENDS:
+        raise ValueError(f"backend {backend!r}; allowed: {', '.join(BACKENDS)}")
+    if backend == "keras" and is_tflite_folder(path):
+        raise FileNotFoundError(f"{path} is a folder of TFLite graphs; --backend keras needs a run directory")
+    if backend == "tflite" and not is_tflite_folder(path):
+        if not is_tflite_folder(path / "artifacts"):
+            raise FileNotFoundError(f"{path} holds no encoder.tflite/decoder_step.tflite and no artifacts/ with them")
+        path = path / "artifacts"
     if is_tflite_folder(path):
         from s2s_qat.runtime.tflite_backend import TFLiteBackend
 
