@@ -515,7 +515,10 @@ def publish_artifacts(recipe: Recipe, paths: RunPaths, chosen: VariantResult, ga
     recipe_hash = hashlib.sha256(dump_resolved(recipe).encode()).hexdigest()
     manifest = build_manifest(encoder, decoder, TextCodec.load(paths.tokenizer), mode, recipe_hash,
                               variant=chosen.name, runtime=to_dict(recipe.runtime))
-    write_artifacts(target, encoder, decoder, paths.tokenizer / "tokenizer.json", manifest)
+    from s2s_qat.tokenizer import CODEC_FILE
+
+    tokenizer = paths.tokenizer if (paths.tokenizer / CODEC_FILE).is_file() else paths.tokenizer / "tokenizer.json"
+    write_artifacts(target, encoder, decoder, tokenizer, manifest)
     log.info("artifacts: %s -> %s", chosen.name, target)
     return {"variant": chosen.name, "dir": str(target)}
 

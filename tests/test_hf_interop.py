@@ -301,6 +301,7 @@ def test_recipe_with_an_imported_teacher_runs_the_pipeline_on_the_checkpoint(tmp
     import yaml
 
     from s2s_qat import train as train_cli
+    from s2s_qat import translate
 
     model, tokenizer = _marian_with_tokenizer(tmp_path / "hf")
     recipe = {"name": "imported", "seed": 3,
@@ -308,7 +309,8 @@ def test_recipe_with_an_imported_teacher_runs_the_pipeline_on_the_checkpoint(tmp
                        "splits": {"validation": 20, "test": 12, "calibration": 8}},
               "teacher": {"source": "hf", "path": str(tmp_path / "hf")},
               "model": {"source_length": 48, "target_length": T},
-              "eval": {"sensitivity_sources": 4}}
+              "eval": {"sensitivity_sources": 4},
+              "ladder": {"variants": ["fp32", "ptq-int8"], "calibration_sources": 8, "localize": False}}
     (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
     run = tmp_path / "run"
     assert train_cli.main([str(tmp_path / "r.yaml"), "--run-dir", str(run), "--no-progress"]) == 0
@@ -319,6 +321,39 @@ def test_recipe_with_an_imported_teacher_runs_the_pipeline_on_the_checkpoint(tmp
         tokens = _torch_greedy(model, enc["input_ids"].numpy(), enc["attention_mask"].numpy(),
                                model.config.decoder_start_token_id, 0, T)
         assert example["output"] == tokenizer.decode(tokens, skip_special_tokens=True), example
+    # the full-INT8 artifacts carry the checkpoint's own tokenizer files, and translate reads them
+    assert (run / "artifacts" / "tokenizer" / "codec.json").is_file()
+    assert (run / "artifacts" / "tokenizer" / "source.spm").is_file()
+    assert translate.main([str(run / "artifacts"), "the cat sat", "twenty one apples"]) == 0
     stamp = (run / "teacher" / "stage.json").read_text()
     assert train_cli.main([str(tmp_path / "r.yaml"), "--run-dir", str(run), "--no-progress"]) == 0
     assert (run / "teacher" / "stage.json").read_text() == stamp  # unchanged checkpoint: skipped
+
+
+def test_ctranslate2_runs_an_exported_marian_teacher_with_the_same_greedy_outputs(tmp_path):
+    """Import a Marian checkpoint, export it again (`to-hf`), convert with CTranslate2: its float32 greedy outputs
+    are the deployment graphs' (Marian's convention: <pad> last, decoding starts from its zero embedding)."""
+    ctranslate2 = pytest.importorskip("ctranslate2", reason="ctranslate2 (dev extra) is the benchmark's baseline")
+    from s2s_qat import convert
+    from s2s_qat.pipeline import load_teacher
+    from s2s_qat.recipe import RuntimeConfig
+    from s2s_qat.runtime import Translator
+
+    _marian_with_tokenizer(tmp_path / "hf")
+    assert convert.main(["hf", str(tmp_path / "hf"), "--out", str(tmp_path / "run"), "--source-length", "48",
+                         "--target-length", str(T)]) == 0
+    assert convert.main(["to-hf", str(tmp_path / "run"), "--out", str(tmp_path / "out")]) == 0
+    ctranslate2.converters.TransformersConverter(str(tmp_path / "out")).convert(str(tmp_path / "ct2"),
+                                                                                quantization="float32")
+    core, codec = load_teacher(tmp_path / "run")
+    ours = Translator.create(codec, KerasBackend(core), RuntimeConfig())
+    ct2 = ctranslate2.Translator(str(tmp_path / "ct2"), device="cpu")
+    texts = ["the cat sat", "a dog ran in the park", "twenty one apples", "the 3rd of May", "she reads",
+             "we walk to the station", "the mat", "books at night"]
+    outputs = []
+    for text in texts:
+        pieces = codec.tokenizer.convert_ids_to_tokens(codec.encode_source(text, 48).ids)
+        result = ct2.translate_batch([pieces], beam_size=1, max_decoding_length=T, min_decoding_length=0)
+        outputs.append(codec.decode(codec.tokenizer.convert_tokens_to_ids(result[0].hypotheses[0])))
+    assert outputs == [ours.translate(t) for t in texts]
+    assert len(set(outputs)) >= 3

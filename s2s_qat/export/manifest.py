@@ -43,11 +43,18 @@ def build_manifest(encoder: bytes, decoder_step: bytes, codec: TextCodec, mode: 
     }
 
 
-def write_artifacts(directory: Path, encoder: bytes, decoder_step: bytes, tokenizer_file: Path, manifest: dict) -> None:
-    """encoder.tflite, decoder_step.tflite, tokenizer.json, manifest.json, published together (temp dir + rename)."""
+def write_artifacts(directory: Path, encoder: bytes, decoder_step: bytes, tokenizer: Path, manifest: dict) -> None:
+    """encoder.tflite, decoder_step.tflite, the tokenizer and manifest.json, published together (temp dir + rename).
+
+    `tokenizer`: a trained tokenizer's tokenizer.json (copied as tokenizer.json), or an imported checkpoint's tokenizer
+    directory (holding codec.json; copied as tokenizer/ with every file, e.g. Marian's SentencePiece models)."""
     tmp = fresh_temp_dir(Path(directory))
     (tmp / "encoder.tflite").write_bytes(encoder)
     (tmp / "decoder_step.tflite").write_bytes(decoder_step)
-    shutil.copyfile(tokenizer_file, tmp / "tokenizer.json")
+    tokenizer = Path(tokenizer)
+    if tokenizer.is_dir():
+        shutil.copytree(tokenizer, tmp / "tokenizer", ignore=shutil.ignore_patterns("stage.json"))
+    else:
+        shutil.copyfile(tokenizer, tmp / "tokenizer.json")
     write_json(tmp / "manifest.json", manifest)
     publish_dir(tmp, Path(directory))

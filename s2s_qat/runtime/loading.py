@@ -66,6 +66,8 @@ def open_model(path: Path, backend: str = "auto"):
         run = owning_run(path)
         if (path / "tokenizer.json").is_file():
             tokenizer = path / "tokenizer.json"
+        elif (path / "tokenizer").is_dir():  # an imported checkpoint's own tokenizer files
+            tokenizer = path / "tokenizer"
         elif run is not None:
             tokenizer = run / "tokenizer"
         else:
