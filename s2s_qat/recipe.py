@@ -182,14 +182,6 @@ class LadderConfig:
     localization_rows: int = _f(32, doc="calibration rows per graph on which the per-tensor errors are measured (each row runs both graphs)", min=1, max=1024)
 
 
-def _disabled_stage(doc: str) -> Any:
-    @dataclass(frozen=True)
-    class Stage:
-        enabled: Literal[False] = _f(False, doc=doc)
-
-    return Stage
-
-
 @dataclass(frozen=True)
 class QatConfig:
     """Quantization-aware training of the deployment graphs, starting from the FP32 teacher's weights."""

@@ -7,10 +7,7 @@ Same test sentences (the run's test split), same maximum lengths (S source token
 batch 1; each backend and thread count is timed in its own process (`--worker`). Prints one table and writes JSON
 (default benchmarks/<run name>_ctranslate2.json): BLEU, tokens/s (generated tokens, EOS included, over the time
 of the encoder + decoding loop, tokenization excluded), size, and how many outputs equal the Keras FP32 ones.
-Needs the `dev` extra (ctranslate2, and torch for its converter). CTranslate2's Marian loader expects Marian's
-vocabulary convention (<pad> last, decoding from its zero embedding): an imported Marian teacher converts and gives
-the same greedy outputs as the deployment graphs (tests/test_hf_interop.py); a teacher trained here (<pad> = 0,
-decoding from <s>) fails to convert, and its rows say so.
+Needs the `dev` extra (ctranslate2, and torch for its converter); the conversion is s2s_qat/interop/ct2.py.
 """
 from __future__ import annotations
 
@@ -99,7 +96,7 @@ def _prepare_ctranslate2(run_dir: Path) -> tuple[dict[str, float], dict[str, str
     hf = run_dir / "ctranslate2" / "hf"
     if not hf.is_dir():
         export_hf(run_dir, hf)
-    import ctranslate2
+    from s2s_qat.interop.ct2 import convert_to_ctranslate2
 
     seconds, errors = {}, {}
     for kind in CT2_TYPES:
@@ -107,9 +104,8 @@ def _prepare_ctranslate2(run_dir: Path) -> tuple[dict[str, float], dict[str, str
         if not (target / "model.bin").is_file():
             start = time.monotonic()
             try:
-                ctranslate2.converters.TransformersConverter(str(hf)).convert(str(target), quantization=kind,
-                                                                              force=True)
-            except ValueError as err:  # e.g. CTranslate2's Marian loader expects <pad> as the last vocabulary entry
+                convert_to_ctranslate2(hf, target, kind)
+            except ValueError as err:
                 errors[kind] = f"CTranslate2 conversion failed: {err}"
                 continue
             seconds[kind] = time.monotonic() - start

@@ -125,8 +125,13 @@ def test_killed_training_resumes_and_same_seed_gives_same_bleu(tiny_run, tmp_pat
     proc = subprocess.Popen(_train_command(recipe_file, again), cwd=ROOT, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     first_ckpt = again / "teacher" / "ckpt" / "ckpt-200.index"
+    state = again / "teacher" / "ckpt" / "checkpoint"  # written after the files: the checkpoint is complete
+
+    def saved() -> bool:
+        return first_ckpt.is_file() and state.is_file() and "ckpt-200" in state.read_text()
+
     deadline = time.monotonic() + 300
-    while not first_ckpt.is_file() and proc.poll() is None and time.monotonic() < deadline:
+    while not saved() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.1)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
