@@ -1,4 +1,5 @@
-"""The pipeline: recipe -> data -> tokenizer -> teacher -> QAT -> evaluation (ladder) -> artifacts + gates -> report.
+"""The pipeline: recipe -> data -> tokenizer -> teacher (trained or imported) -> QAT -> student (+ gold-only
+baseline) -> student QAT -> evaluation (ladder) -> artifacts + gates -> report.
 
 Each stage writes under `runs/<name>/<stage>/` and a `stage.json` holding the hash of its recipe
 sections and of its inputs; a stage whose hash is unchanged is skipped on re-run.
@@ -443,13 +444,13 @@ QAT_VARIANTS = {"qat-int8": "qat", "student-qat-int8": "student_qat"}  # ladder 
 
 
 def stage_evaluate(recipe: Recipe, paths: RunPaths, teacher_digest: str, training: dict | None,
-                   progress: bool = True, qat: dict | None = None, qat_digest: str = "",
+                   progress: bool = True, qat: dict[str, dict | None] | None = None, qat_digest: str = "",
                    students: dict[str, dict | None] | None = None) -> dict:
     """Evaluate the ladder variants on the test split; results are cached in `eval/`.
 
     `qat`: QAT stage results by ladder variant (`qat-int8`, `student-qat-int8`); `students`: the student stages'
-    results (`student`, `student_gold`) for the report; `qat_digest`: the digest of every stage the ladder reads
-    after the teacher."""
+    results (`student`, `student_gold`) for the report; `qat_digest`: the digests of every stage after the teacher
+    that the ladder reads (QAT, students, student QAT), joined."""
     digest = _stage_hash("eval", recipe.section_hash("runtime", "eval", "ladder"), teacher_digest, qat_digest)
     cache = paths.root / "eval"
     if stage_is_current(cache, digest):
