@@ -32,7 +32,7 @@ from s2s_qat.report import build_report, write_report
 from s2s_qat.runtime import KerasBackend
 from s2s_qat.tokenizer import TextCodec, save_tokenizer, train_tokenizer
 from s2s_qat.training import Trainer, cross_entropy_loss, encode_split, make_strategy, save_result
-from s2s_qat.training.loop import TrainResult
+from s2s_qat.training.loop import TrainResult, mean_token_loss
 from s2s_qat.training.batches import BatchOrder, EncodedSplit
 from s2s_qat.training.decode import teacher_beam, teacher_greedy
 from s2s_qat.training.kd import kd_loss
@@ -196,11 +196,9 @@ def _import_teacher(recipe: Recipe, paths: RunPaths, digest: str) -> tuple[str, 
     core = import_checkpoint(Path(recipe.teacher.path), m.source_length, m.target_length, m.mask_value)
     codec = TextCodec.load(paths.tokenizer)
     valid = encode_splits(recipe, paths, codec, names=("validation",))["validation"]
-    loss_fn = tf.function(lambda b: cross_entropy_loss(0.0)(core, b, False))
-    losses = [float(loss_fn(valid.batch(np.arange(i, min(i + 64, len(valid)))))) * min(64, len(valid) - i)
-              for i in range(0, len(valid), 64)]
+    val_loss = mean_token_loss(tf.function(lambda b: cross_entropy_loss(0.0)(core, b, False)), valid)
     save_model(core, paths.teacher_model)
-    result = TrainResult(steps=0, best_step=0, best_val_loss=sum(losses) / len(valid), stop_reason="imported",
+    result = TrainResult(steps=0, best_step=0, best_val_loss=val_loss, stop_reason="imported",
                          seconds=time.monotonic() - started, resumed_from=0)
     save_result(result, paths.teacher / "train_result.json")
     mark_stage(paths.teacher, digest, imported_from=str(recipe.teacher.path), best_val_loss=result.best_val_loss)
@@ -267,22 +265,32 @@ def load_teacher(run_dir: Path) -> tuple[Seq2SeqCore, TextCodec]:
     return load_model(paths.teacher_model), TextCodec.load(paths.tokenizer)
 
 
+def _cached_outputs(cache: Path, digest: str, decode) -> tuple[np.ndarray, float, bool]:
+    """Outputs decoded once into `cache` (an .npz keyed by `digest`) and reused while the digest is unchanged.
+    Returns (outputs, decoding seconds, reused)."""
+    if cache.is_file():
+        with np.load(cache) as data:
+            if str(data["digest"]) == digest:
+                seconds = float(data["seconds"]) if "seconds" in data.files else 0.0
+                return data["outputs"], seconds, True
+    started = time.monotonic()
+    outputs = decode()
+    seconds = time.monotonic() - started
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    write_with(cache, lambda tmp: np.savez(tmp, outputs=outputs, digest=np.array(digest), seconds=np.array(seconds)))
+    return outputs, seconds, False
+
+
 def _teacher_prefixes(recipe: Recipe, out_dir: Path, teacher: Seq2SeqCore, train, teacher_digest: str,
                       codec: TextCodec, progress: bool):
     """The FP32 model's greedy outputs for the first `qat.teacher_prefix_rows` training sources, decoded once and
     cached in <qat dir>/teacher_outputs.npz (reused while the model and the row count are unchanged)."""
     rows = min(recipe.qat.teacher_prefix_rows, len(train))
     cache = out_dir / "teacher_outputs.npz"
-    digest = outputs_digest(teacher_digest, rows)
-    outputs = None
-    if cache.is_file():
-        with np.load(cache) as data:
-            if str(data["digest"]) == digest:
-                outputs = data["outputs"]
-                log.info("qat: %d teacher outputs reused from %s", rows, cache)
-    if outputs is None:
-        outputs = teacher_greedy(teacher, train.input_ids[:rows], train.attention_mask[:rows], progress)
-        write_with(cache, lambda tmp: np.savez(tmp, outputs=outputs, digest=np.array(digest)))
+    outputs, _, reused = _cached_outputs(cache, outputs_digest(teacher_digest, rows), lambda: teacher_greedy(
+        teacher, train.input_ids[:rows], train.attention_mask[:rows], progress))
+    if reused:
+        log.info("qat: %d teacher outputs reused from %s", rows, cache)
     return outputs_as_split(train.input_ids[:rows], train.attention_mask[:rows], outputs, codec.bos_id, codec.pad_id)
 
 
@@ -371,22 +379,14 @@ def _sequence_targets(recipe: Recipe, paths: RunPaths, teacher: Seq2SeqCore, tra
     cache = paths.sequence_targets / "targets.npz"
     digest = sequence_targets_digest(teacher_digest, rows, d.beam_size, rt.length_penalty, rt.max_new_tokens,
                                      rt.no_repeat_ngram_size)
-    if cache.is_file():
-        with np.load(cache) as data:
-            if str(data["digest"]) == digest:
-                log.info("student: %d sequence-level targets reused from %s", rows, cache)
-                outputs, seconds = data["outputs"], float(data["seconds"])
-                info = {"rows": rows, "beam_size": d.beam_size, "decoded": False, "decode_seconds": seconds}
-                return outputs_as_split(train.input_ids[:rows], train.attention_mask[:rows], outputs, codec.bos_id,
-                                        codec.pad_id), info
-    started = time.monotonic()
-    outputs = teacher_beam(teacher, train.input_ids[:rows], train.attention_mask[:rows], d.beam_size,
-                           rt.length_penalty, rt.max_new_tokens, rt.no_repeat_ngram_size, progress)
-    seconds = time.monotonic() - started
-    paths.sequence_targets.mkdir(parents=True, exist_ok=True)
-    write_with(cache, lambda tmp: np.savez(tmp, outputs=outputs, digest=np.array(digest), seconds=np.array(seconds)))
-    log.info("student: %d sequence-level targets decoded (beam %d) in %.0f s", rows, d.beam_size, seconds)
-    info = {"rows": rows, "beam_size": d.beam_size, "decoded": True, "decode_seconds": seconds}
+    outputs, seconds, reused = _cached_outputs(cache, digest, lambda: teacher_beam(
+        teacher, train.input_ids[:rows], train.attention_mask[:rows], d.beam_size, rt.length_penalty,
+        rt.max_new_tokens, rt.no_repeat_ngram_size, progress))
+    if reused:
+        log.info("student: %d sequence-level targets reused from %s", rows, cache)
+    else:
+        log.info("student: %d sequence-level targets decoded (beam %d) in %.0f s", rows, d.beam_size, seconds)
+    info = {"rows": rows, "beam_size": d.beam_size, "decoded": not reused, "decode_seconds": seconds}
     return outputs_as_split(train.input_ids[:rows], train.attention_mask[:rows], outputs, codec.bos_id,
                             codec.pad_id), info
 

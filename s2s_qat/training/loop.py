@@ -52,6 +52,17 @@ def cross_entropy_loss(smoothing: float) -> LossFn:
     return loss
 
 
+def mean_token_loss(eval_step: Callable[[dict], tf.Tensor], split: EncodedSplit) -> float:
+    """A per-batch mean token loss averaged over every label token of `split` (batches of EVAL_BATCH)."""
+    total, tokens = 0.0, 0.0
+    for start in range(0, len(split), EVAL_BATCH):
+        batch = split.batch(np.arange(start, min(start + EVAL_BATCH, len(split))))
+        n = float(batch["label_mask"].sum())
+        total += float(eval_step(batch)) * n
+        tokens += n
+    return total / max(tokens, 1.0)
+
+
 @dataclass
 class TrainResult:
     steps: int
@@ -135,13 +146,7 @@ class Trainer:
             lambda ctx: {k: v[ctx.replica_id_in_sync_group::n] for k, v in batch.items()})
 
     def validation_loss(self) -> float:
-        total, tokens = 0.0, 0.0
-        for start in range(0, len(self.valid), EVAL_BATCH):
-            batch = self.valid.batch(np.arange(start, min(start + EVAL_BATCH, len(self.valid))))
-            n = float(batch["label_mask"].sum())
-            total += float(self._eval_step(batch)) * n
-            tokens += n
-        return total / max(tokens, 1.0)
+        return mean_token_loss(self._eval_step, self.valid)
 
     # === Loop ===
 
