@@ -197,13 +197,33 @@ def _import_teacher(recipe: Recipe, paths: RunPaths, digest: str) -> tuple[str, 
     codec = TextCodec.load(paths.tokenizer)
     valid = encode_splits(recipe, paths, codec, names=("validation",))["validation"]
     val_loss = mean_token_loss(tf.function(lambda b: cross_entropy_loss(0.0)(core, b, False)), valid)
+    leak = _mask_leak(core, valid)
     save_model(core, paths.teacher_model)
     result = TrainResult(steps=0, best_step=0, best_val_loss=val_loss, stop_reason="imported",
                          seconds=time.monotonic() - started, resumed_from=0)
     save_result(result, paths.teacher / "train_result.json")
-    mark_stage(paths.teacher, digest, imported_from=str(recipe.teacher.path), best_val_loss=result.best_val_loss)
+    mark_stage(paths.teacher, digest, imported_from=str(recipe.teacher.path), best_val_loss=result.best_val_loss,
+               mask_leak={"log_ratio": leak.log_ratio, "leak": leak.leak, "layer": leak.layer,
+                          "required_mask_value": leak.required_mask_value()})
     log.info("teacher: imported from %s, validation loss %.4f", recipe.teacher.path, result.best_val_loss)
     return digest, asdict(result)
+
+
+MASK_LEAK_ROWS = 64
+
+
+def _mask_leak(core: Seq2SeqCore, valid: EncodedSplit):
+    """The bounded mask checked on the first validation rows: an imported checkpoint learned with -inf masks, so
+    `model.mask_value` may be too small for its score range (then the deployment graphs are not the checkpoint)."""
+    from s2s_qat.validate.mask import DEFAULT_TOLERANCE, mask_leak
+
+    n = min(MASK_LEAK_ROWS, len(valid))
+    batches = [(valid.input_ids[i:i + 16], valid.attention_mask[i:i + 16], valid.decoder_input_ids[i:i + 16],
+                valid.decoder_attention_mask[i:i + 16]) for i in range(0, n, 16)]
+    leak = mask_leak(core, batches)
+    if leak.leak > DEFAULT_TOLERANCE:
+        log.warning("teacher: %s", leak.message())
+    return leak
 
 
 def stage_teacher(recipe: Recipe, paths: RunPaths, tok_digest: str, progress: bool = True,

@@ -78,7 +78,7 @@ def worker(backend: str, threads: int, run_dir: Path, n: int | None, out: Path) 
             from s2s_qat.runtime.tflite_backend import TFLiteBackend
             from s2s_qat.tokenizer import TextCodec
 
-            folder = run_dir / "ladder" / backend
+            folder = _tflite_folder(run_dir, backend)
             codec = TextCodec.load(run_dir / "tokenizer")
             model = TFLiteBackend(folder / "encoder.tflite", folder / "decoder_step.tflite", num_threads=threads)
             size = sum((folder / f).stat().st_size for f in ("encoder.tflite", "decoder_step.tflite"))
@@ -86,6 +86,29 @@ def worker(backend: str, threads: int, run_dir: Path, n: int | None, out: Path) 
         hyps = [translator.translate(s) for s in sources]
         tokens, seconds = translator.stats.generated_tokens, translator.stats.seconds
     out.write_text(json.dumps({"hypotheses": hyps, "tokens": tokens, "seconds": seconds, "size_bytes": size}))
+
+
+def _tflite_folder(run_dir: Path, variant: str) -> Path:
+    """The ladder's graphs of `variant`, or for float-tflite (not in every ladder) this script's own export."""
+    ladder = run_dir / "ladder" / variant
+    return ladder if (ladder / "encoder.tflite").is_file() or variant != "float-tflite" else run_dir / "ctranslate2" / variant
+
+
+def _prepare_float_tflite(run_dir: Path) -> None:
+    """Export the teacher's float TFLite graphs when the run's ladder has none (so the table always has the row)."""
+    folder = _tflite_folder(run_dir, "float-tflite")
+    if (folder / "encoder.tflite").is_file():
+        return
+    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+    from s2s_qat.export import convert
+    from s2s_qat.models import build_decoder_step, build_encoder
+    from s2s_qat.pipeline import load_teacher
+    from s2s_qat.validate.ladder import write_variant
+
+    core, _ = load_teacher(run_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    write_variant("float-tflite", {"encoder": convert(build_encoder(core), "float"),
+                                   "decoder_step": convert(build_decoder_step(core), "float")}, folder)
 
 
 def _prepare_ctranslate2(run_dir: Path) -> tuple[dict[str, float], dict[str, str]]:
@@ -130,8 +153,10 @@ def main(argv: list[str] | None = None) -> int:
     import sacrebleu
 
     convert_seconds, convert_errors = _prepare_ctranslate2(args.run_dir)
+    _prepare_float_tflite(args.run_dir)
     _, references = _sources(args.run_dir, args.sentences)
-    backends = ["keras-fp32"] + [v for v in TFLITE_VARIANTS if (args.run_dir / "ladder" / v / "encoder.tflite").is_file()]
+    backends = ["keras-fp32"] + [v for v in TFLITE_VARIANTS
+                                 if (_tflite_folder(args.run_dir, v) / "encoder.tflite").is_file()]
     backends += [f"ctranslate2-{k}" for k in CT2_TYPES]
     rows = []
     work = args.run_dir / "ctranslate2" / "bench"

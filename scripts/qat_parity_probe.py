@@ -5,6 +5,11 @@
 Prints, for every int8 op of qat/export/encoder.tflite, the share of elements whose int8 value differs from the
 fake-quantized Keras tensor (on the TFLite tensor's grid) and the largest difference in steps, averaged over the
 first ROWS test sentences (see s2s_qat/qat/probe.py).
+
+With --kernels, each op is instead compared with one rounding of its exact real result computed from the kernel's
+own int8 inputs (what fake quantization assumes), so only the kernel's own rounding counts; the `fixed` column is the
+same comparison against TFLite's fixed-point rescale (two roundings) emulated in numpy for FULLY_CONNECTED,
+BATCH_MATMUL, MUL and MEAN, and `+fbias` against a float bias instead of the export's int32 one.
 """
 from __future__ import annotations
 
@@ -23,7 +28,7 @@ from s2s_qat.data import load_splits  # noqa: E402
 from s2s_qat.models import TransformerConfig, build_core, teacher_forced_logits  # noqa: E402
 from s2s_qat.pipeline import RunPaths  # noqa: E402
 from s2s_qat.qat import attach_quantization, calibrate  # noqa: E402
-from s2s_qat.qat.probe import encoder_captures, step_differences  # noqa: E402
+from s2s_qat.qat.probe import encoder_captures, kernel_differences, step_differences  # noqa: E402
 from s2s_qat.runtime import pad_source  # noqa: E402
 from s2s_qat.tokenizer import TextCodec  # noqa: E402
 
@@ -48,26 +53,38 @@ def main(argv=None) -> int:
     ap.add_argument("run_dir", type=Path)
     ap.add_argument("--rows", type=int, default=4, help="test sentences to average over")
     ap.add_argument("--json", type=Path, help="write the table as JSON")
+    ap.add_argument("--kernels", action="store_true",
+                    help="each op against fake quantization of its own int8 inputs (the kernels' own rounding)")
     args = ap.parse_args(argv)
     paths = RunPaths(args.run_dir)
     if not (paths.qat / "export" / "encoder.tflite").is_file():
         print(f"error: {paths.qat / 'export' / 'encoder.tflite'} does not exist; run a recipe with qat.enabled",
               file=sys.stderr)
         return 2
-    core = load_qat(paths)
+    core = None if args.kernels else load_qat(paths)
     codec = TextCodec.load(paths.tokenizer)
+    cfg = TransformerConfig.load(paths.qat / "model" / "config.json")
     blob = (paths.qat / "export" / "encoder.tflite").read_bytes()
     table: dict[str, list[dict]] = {}
-    s = core.cfg.source_length
+    s = cfg.source_length
     for text in load_splits(paths.data)["test"]["source"][: args.rows]:
-        ids, mask = pad_source(codec.encode_source(text, s).ids, s, core.cfg.pad_token_id)
-        for row in step_differences(blob, ids, mask, encoder_captures(core, ids, mask)):
+        ids, mask = pad_source(codec.encode_source(text, s).ids, s, cfg.pad_token_id)
+        if args.kernels:
+            rows = kernel_differences(blob, {"input_ids": ids.astype(np.int32), "attention_mask": mask.astype(np.int32)})
+        else:
+            rows = step_differences(blob, ids, mask, encoder_captures(core, ids, mask))
+        for row in rows:
             table.setdefault(row["tensor"], []).append(row)
     out = [dict(rows[0], differ=float(np.mean([r["differ"] for r in rows])),
                 max_steps=max(r["max_steps"] for r in rows)) for rows in table.values()]
-    print(f"{'op':16} {'differ':>7} {'max':>4}  tensor")
+    for row, rows in zip(out, table.values()):
+        for key in ("differ_fixed_point", "differ_float_bias"):
+            if key in row:
+                row[key] = float(np.mean([r[key] for r in rows]))
+    print(f"{'op':16} {'differ':>7} {'max':>4} {'fixed':>7} {'+fbias':>7}  tensor")
     for row in out:
-        print(f"{row['op']:16} {row['differ']:7.3f} {row['max_steps']:4d}  {row['tensor']}")
+        cols = [f"{row[k]:7.4f}" if k in row else " " * 7 for k in ("differ_fixed_point", "differ_float_bias")]
+        print(f"{row['op']:16} {row['differ']:7.4f} {row['max_steps']:4d} {' '.join(cols)}  {row['tensor']}")
     if args.json:
         args.json.write_text(json.dumps(out, indent=1))
     return 0

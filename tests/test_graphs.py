@@ -130,3 +130,41 @@ def test_deployment_graph_ops_follow_quantization_rules():
     reference, reference_max = ops(True)
     assert {"Cast", "SquaredDifference"} <= reference
     assert reference_max >= 1e9
+
+
+def test_mask_leak_predicts_where_the_bounded_mask_stops_acting_as_minus_infinity():
+    """Sharpened attention (query and key kernels x6, scores x36) makes masked keys outscore -mask_value: the measured
+    leak says so, the deployment graph then differs from the -1e9 reference graph, and the mask value it asks for
+    brings the two back together."""
+    import dataclasses
+
+    from s2s_qat.models import build_core
+    from s2s_qat.validate.mask import mask_leak
+
+    core = tiny_core()
+    cfg = core.cfg
+    src, src_mask = source_batch(cfg, 8, seed=3)
+    dec, lengths = _targets(cfg, 8, seed=4)
+    dec_mask = (np.arange(cfg.target_length)[None] < lengths[:, None]).astype(np.int32)
+    real = dec_mask.astype(bool)
+    batches = [(src, src_mask, dec, dec_mask)]
+
+    def reference_gap(model):
+        a = teacher_forced_logits(model, src, src_mask, dec, dec_mask).numpy()
+        b = teacher_forced_logits(model, src, src_mask, dec, dec_mask, reference=True).numpy()
+        return float(np.abs(a - b)[real].max())
+
+    calm = mask_leak(core, batches)
+    assert calm.leak < 1e-6 and reference_gap(core) <= REFERENCE_VS_DEPLOYMENT_ATOL
+    for v in core.weights:
+        if "q_proj/kernel" in v.name or "k_proj/kernel" in v.name:
+            v.assign(v * 6.0)
+    sharp = mask_leak(core, batches)
+    assert sharp.leak > 1e-2 and "attn" in sharp.layer, sharp
+    assert reference_gap(core) > 1e-2
+    assert f"model.mask_value >= {int(np.ceil(sharp.required_mask_value()))}" in sharp.message()
+    # The same weights with the mask value the measurement asks for: the bounded mask is -inf again.
+    fixed = build_core(dataclasses.replace(cfg, mask_value=float(np.ceil(sharp.required_mask_value(1e-6)))))
+    fixed.set_weights(core.get_weights())
+    assert mask_leak(fixed, batches).leak <= 1e-6
+    assert reference_gap(fixed) <= REFERENCE_VS_DEPLOYMENT_ATOL

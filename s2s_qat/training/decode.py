@@ -12,7 +12,6 @@ import tensorflow as tf
 from tqdm.auto import tqdm
 
 from s2s_qat.models import Seq2SeqCore
-from s2s_qat.models.graphs import teacher_forced_decode
 from s2s_qat.runtime.generate import banned_tokens
 
 DECODE_BATCH = 256  # decoder rows per call (sources for greedy, sources x beams for beam search)
@@ -23,8 +22,15 @@ class _PrefixDecoder:
         self.core = core
         self.encode = tf.function(lambda i, m: core.encode(i, m), reduce_retracing=True)
         # one trace per prefix length (static shapes, as in the deployment graphs)
-        self.last_logits = tf.function(
-            lambda memory, mask, dec: teacher_forced_decode(core, memory, mask, dec, tf.ones_like(dec))[:, -1])
+        self.last_logits = tf.function(lambda memory, mask, dec: _last_logits(core, memory, mask, dec))
+
+
+def _last_logits(core: Seq2SeqCore, memory, mask, dec):
+    """(B, V) logits after the last slot of an unpadded (B, t) prefix: the teacher-forced graph's last row, with
+    the output projection (V x D per slot, the largest matmul) computed for that slot only."""
+    positions = tf.range(dec.shape[1])[None, :] + tf.zeros_like(dec)
+    hidden = core.decode(dec, tf.ones_like(dec), positions, memory, mask)
+    return core.logits(hidden[:, -1])
 
 
 def teacher_greedy(core: Seq2SeqCore, input_ids: np.ndarray, attention_mask: np.ndarray,
