@@ -218,8 +218,8 @@ def _mask_leak(core: Seq2SeqCore, valid: EncodedSplit):
     from s2s_qat.validate.mask import DEFAULT_TOLERANCE, mask_leak
 
     n = min(MASK_LEAK_ROWS, len(valid))
-    batches = [(valid.input_ids[i:i + 16], valid.attention_mask[i:i + 16], valid.decoder_input_ids[i:i + 16],
-                valid.decoder_attention_mask[i:i + 16]) for i in range(0, n, 16)]
+    names = ("input_ids", "attention_mask", "decoder_input_ids", "decoder_attention_mask")
+    batches = [tuple(valid.batch(np.arange(i, min(i + 16, n)))[k] for k in names) for i in range(0, n, 16)]
     leak = mask_leak(core, batches)
     if leak.leak > DEFAULT_TOLERANCE:
         log.warning("teacher: %s", leak.message())

@@ -134,6 +134,11 @@ def _fixed_point_op(name: str, it, op: dict, details: dict, out: dict) -> np.nda
     return np.clip(multiply_by_quantized_multiplier(acc.reshape(q_shape), q, e) + zo, -128, 127)
 
 
+def _fake_quant_grid(real: np.ndarray, scale: float, zp: int) -> np.ndarray:
+    """Real values onto an int8 grid the way TF's FakeQuant rounds (half up), as int64 steps."""
+    return np.clip(np.floor(real / scale + 0.5) + zp, -128, 127).astype(np.int64)
+
+
 def _dequant(it, index: int, details: dict) -> np.ndarray:
     """A tensor's real values: int8/int32 through its (per-tensor or per-channel) scale, floats as they are."""
     d = details[index]
@@ -200,7 +205,7 @@ def kernel_differences(blob: bytes, feeds: dict[str, np.ndarray], seed: int = 0)
         if real is None:
             continue
         scale, zp = out["quantization"]
-        emulated = np.clip(np.floor(real / scale + 0.5) + zp, -128, 127).astype(np.int64)
+        emulated = _fake_quant_grid(real, scale, zp)
         diff = np.abs(emulated - q)
         row = {"op": op["op_name"], "tensor": out["name"].split(";")[0], "differ": float(np.mean(diff > 0)),
                "max_steps": int(diff.max())}
@@ -211,7 +216,7 @@ def kernel_differences(blob: bytes, feeds: dict[str, np.ndarray], seed: int = 0)
             bias_scale = details[op["inputs"][2]]["quantization_parameters"]["scales"].astype(np.float64)
             jitter = rng.uniform(-0.5, 0.5, args[2].shape) * bias_scale
             real = _float_op("FULLY_CONNECTED", [args[0], args[1], args[2] + jitter], q.shape)
-            emulated = np.clip(np.floor(real / scale + 0.5) + zp, -128, 127).astype(np.int64)
+            emulated = _fake_quant_grid(real, scale, zp)
             row["differ_float_bias"] = float(np.mean(emulated != q))
         rows.append(row)
     return rows
