@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from harness import source_batch, tiny_core
+from harness import STEP_VS_TEACHER_FORCED_ATOL, TINY_VARIANTS, source_batch, tiny_core
 from s2s_qat.distill import HiddenProjection, student_config
 from s2s_qat.models import teacher_forced_logits
 from s2s_qat.recipe import RecipeError, StudentModel, parse_recipe
 from s2s_qat.runtime import GenerationSettings, KerasBackend, beam_search
-from s2s_qat.training.decode import teacher_beam, teacher_greedy
+from s2s_qat.training.decode import _CachedDecoder, teacher_beam, teacher_greedy
 from s2s_qat.training.kd import kd_loss
 from s2s_qat.training.losses import distill_kl, label_smoothed_nll, masked_mse
 
@@ -35,6 +35,28 @@ def _eos_prone_core(seed: int):
     bias[core.cfg.pad_token_id] -= 20.0  # never generated, as in a trained model (PAD fills the output rows)
     core.final_logits_bias.assign(bias)
     return core
+
+
+@pytest.mark.parametrize("variant", sorted(TINY_VARIANTS))
+def test_cached_decoder_step_is_the_teacher_forced_row_and_follows_reordered_rows(variant):
+    core = tiny_core(seed=3, **TINY_VARIANTS[variant])
+    cfg = core.cfg
+    ids, mask = source_batch(cfg, 4, seed=2)
+    rng = np.random.default_rng(0)
+    dec = rng.integers(4, cfg.vocab_size, (4, cfg.target_length)).astype(np.int32)
+    dec[:, 0] = cfg.bos_token_id
+    expected = teacher_forced_logits(core, ids, mask, dec, np.ones_like(dec)).numpy()
+    model = _CachedDecoder(core)
+    cross, cross_bias = model.encode(tf.constant(ids), tf.constant(mask))
+    cache = model.empty_cache(4)
+    # rows are permuted every step (as beam search reorders hypotheses): row r continues row parent[r]
+    order = np.arange(4)
+    for t in range(cfg.target_length):
+        parent = rng.permutation(4).astype(np.int32)
+        order = order[parent]
+        logits, cache = model.step(tf.constant(dec[order, t]), tf.constant(t), tf.constant(parent), cache,
+                                   tf.constant(order.astype(np.int32)), cross, cross_bias)
+        np.testing.assert_allclose(logits.numpy(), expected[order, t], atol=STEP_VS_TEACHER_FORCED_ATOL)
 
 
 @pytest.mark.parametrize("beam,length_penalty,no_repeat", [(3, 1.0, 0), (4, 0.6, 2)])

@@ -160,9 +160,20 @@ class Attention(Quantizable):
 
     def call(self, query, key_value, bias, training=False):
         """query (B,Lq,D), key_value (B,Lk,D), bias (B,Lk) or (B,Lq,Lk) with values in {-c, 0}."""
-        q = self._split(self.q_proj(query, training=training))
-        k = self._split(self.k_proj(key_value, training=training))
-        v = self._split(self.v_proj(key_value, training=training))
+        q = self.queries(query, training)  # built first: variables are created (and initialized) in this order
+        return self.attend(q, *self.keys_values(key_value, training), bias, training)
+
+    def queries(self, query, training=False):
+        """(B,Lq,D) -> per-head queries (B,H,Lq,Dh), the softmax scale folded in."""
+        return self._split(self.q_proj(query, training=training))
+
+    def keys_values(self, key_value, training=False):
+        """(B,Lk,D) -> per-head keys and values (B,H,Lk,Dh): what a decoding cache keeps."""
+        return (self._split(self.k_proj(key_value, training=training)),
+                self._split(self.v_proj(key_value, training=training)))
+
+    def attend(self, q, k, v, bias, training=False):
+        """Per-head queries (B,H,Lq,Dh) against keys and values (B,H,Lk,Dh) -> (B,Lq,D)."""
         # Name scopes give the TFLite tensors readable roles (scores, masked_scores, softmax, context) for
         # the localization table.
         with tf.name_scope("scores"):
