@@ -358,6 +358,7 @@ def test_student_is_distilled_quantized_and_its_sequence_targets_are_cached(tiny
     assert (manifest["variant"], manifest["mode"]) == ("student-qat-int8", "qat-int8")
     md = (run / "report.md").read_text()
     assert "## Student (distillation)" in md and "Gain from distillation" in md and "## Student QAT" in md
+    assert "Gold-only baseline" in md
 
     # Another student loss: the teacher does not decode again (the cached targets are reused).
     cache = run / "sequence_targets" / "targets.npz"

@@ -99,6 +99,11 @@ def _student_lines(student: dict | None, variants: list[dict]) -> list[str]:
              f"{st['parameters']:,} parameters ({ratio:.2f} x the teacher's {st['teacher_parameters']:,}); steps "
              f"{tr['steps']} (best {tr['best_step']}), best validation loss {tr['best_val_loss']:.4f}, stopped by "
              f"{tr['stop_reason']}; stage {st['seconds']:.0f} s."]
+    gold_stage = student.get("student_gold")
+    if gold_stage:
+        gt = gold_stage["training"]
+        lines.append(f"Gold-only baseline (same architecture and initial weights): steps {gt['steps']}, best validation "
+                     f"loss {gt['best_val_loss']:.4f}, stopped by {gt['stop_reason']}; stage {gold_stage['seconds']:.0f} s.")
     seq = st.get("sequence_targets")
     if seq:
         how = "decoded in this run" if seq["decoded"] else "reused from sequence_targets/"
@@ -114,7 +119,9 @@ def _student_lines(student: dict | None, variants: list[dict]) -> list[str]:
                      f"| {_fmt(v['tokens_per_second'], 1)} |")
     distilled, gold = by_name.get("student-fp32"), by_name.get("student-gold-fp32")
     if distilled and gold and distilled.get("bleu") is not None and gold.get("bleu") is not None:
-        lines += ["", f"Gain from distillation (same architecture, same steps budget): "
+        steps = (f"{tr['steps']} vs {gold_stage['training']['steps']} steps" if gold_stage
+                 else f"{tr['steps']} steps distilled")
+        lines += ["", f"Gain from distillation (same architecture, same `distill.train` budget: {steps}): "
                       f"{distilled['bleu'] - gold['bleu']:+.2f} BLEU."]
     lines.append("")
     if student.get("qat"):
