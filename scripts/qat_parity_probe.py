@@ -10,6 +10,10 @@ With --kernels, each op is instead compared with one rounding of its exact real 
 own int8 inputs (what fake quantization assumes), so only the kernel's own rounding counts; the `fixed` column is the
 same comparison against TFLite's fixed-point rescale (two roundings) emulated in numpy for FULLY_CONNECTED,
 BATCH_MATMUL, MUL and MEAN, and `+fbias` against a float bias instead of the export's int32 one.
+
+With --graphs N, which graph loses parity: greedy outputs on the first N test sentences of the four encoder x
+decoder combinations (QAT Keras or TFLite each; the int8 boundary is exact both ways), each compared with pure
+Keras and pure TFLite, plus how many encoder-output int8 values differ between the two encoders.
 """
 from __future__ import annotations
 
@@ -29,7 +33,10 @@ from s2s_qat.models import TransformerConfig, build_core, teacher_forced_logits 
 from s2s_qat.pipeline import RunPaths  # noqa: E402
 from s2s_qat.qat import attach_quantization, calibrate  # noqa: E402
 from s2s_qat.qat.probe import encoder_captures, kernel_differences, step_differences  # noqa: E402
-from s2s_qat.runtime import pad_source  # noqa: E402
+from s2s_qat.recipe import RuntimeConfig  # noqa: E402
+from s2s_qat.runtime import KerasBackend, Translator, pad_source  # noqa: E402
+from s2s_qat.runtime.quantization import dequantize, quantize  # noqa: E402
+from s2s_qat.runtime.tflite_backend import TFLiteBackend  # noqa: E402
 from s2s_qat.tokenizer import TextCodec  # noqa: E402
 
 
@@ -48,6 +55,55 @@ def load_qat(paths: RunPaths):
     return core
 
 
+class _Hybrid:
+    """One graph from each backend: `encoder` and `decoder` are a KerasBackend and a TFLiteBackend (either way)."""
+
+    def __init__(self, encoder, decoder, contract):
+        self.enc, self.dec, self.contract = encoder, decoder, contract
+        self.source_length, self.target_length = encoder.source_length, encoder.target_length
+        if hasattr(decoder, "decode_step_raw"):
+            self.decode_step_raw, self.dequantize_logits = decoder.decode_step_raw, decoder.dequantize_logits
+
+    def encode(self, input_ids, attention_mask):
+        memory = self.enc.encode(input_ids, attention_mask)
+        c = self.contract
+        if isinstance(self.enc, TFLiteBackend):  # int8 on the boundary grid -> the same reals for Keras
+            return dequantize(memory, c.scale, c.zero_point).astype(np.float32)
+        return quantize(np.asarray(memory), c.scale, c.zero_point)  # Keras reals lie on that grid
+
+    def decode_step(self, *args):
+        return self.dec.decode_step(*args)
+
+
+def graph_split(paths: RunPaths, n: int) -> dict:
+    """Identical greedy outputs of the four encoder x decoder combinations, and encoder-output int8 differences."""
+    core = load_qat(paths)
+    codec = TextCodec.load(paths.tokenizer)
+    keras = KerasBackend(core)
+    tflite = TFLiteBackend(paths.qat / "export" / "encoder.tflite", paths.qat / "export" / "decoder_step.tflite")
+    c = tflite.memory_in
+    sources = list(load_splits(paths.data)["test"]["source"][:n])
+    combos = {"keras": keras, "tflite": tflite, "tflite-encoder + keras-decoder": _Hybrid(tflite, keras, c),
+              "keras-encoder + tflite-decoder": _Hybrid(keras, tflite, c)}
+    outputs = {}
+    for name, backend in combos.items():
+        tr = Translator.create(codec, backend, RuntimeConfig())
+        outputs[name] = [tuple(h.tokens) if (h := tr.hypothesis(text)) else () for text in sources]
+    rows = {name: {"identical_to_keras": float(np.mean([a == b for a, b in zip(out, outputs["keras"])])),
+                   "identical_to_tflite": float(np.mean([a == b for a, b in zip(out, outputs["tflite"])]))}
+            for name, out in outputs.items()}
+    differ, steps = [], 0
+    for text in sources:
+        ids, mask = pad_source(codec.encode_source(text, tflite.source_length).ids, tflite.source_length,
+                               core.cfg.pad_token_id)
+        a = quantize(np.asarray(keras.encode(ids, mask)), c.scale, c.zero_point).astype(np.int32)
+        d = np.abs(a - tflite.encode(ids, mask).astype(np.int32))[0][mask[0].astype(bool)]
+        differ.append(float((d > 0).mean()))
+        steps = max(steps, int(d.max()))
+    return {"sentences": len(sources), "combinations": rows,
+            "encoder_output_int8": {"differ": float(np.mean(differ)), "max_steps": steps}}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("run_dir", type=Path)
@@ -55,12 +111,25 @@ def main(argv=None) -> int:
     ap.add_argument("--json", type=Path, help="write the table as JSON")
     ap.add_argument("--kernels", action="store_true",
                     help="each op against fake quantization of its own int8 inputs (the kernels' own rounding)")
+    ap.add_argument("--graphs", type=int, metavar="N",
+                    help="greedy outputs of the four encoder x decoder combinations on N test sentences")
     args = ap.parse_args(argv)
     paths = RunPaths(args.run_dir)
     if not (paths.qat / "export" / "encoder.tflite").is_file():
         print(f"error: {paths.qat / 'export' / 'encoder.tflite'} does not exist; run a recipe with qat.enabled",
               file=sys.stderr)
         return 2
+    if args.graphs:
+        split = graph_split(paths, args.graphs)
+        print(f"{split['sentences']} test sentences, greedy")
+        print(f"{'encoder + decoder':32} {'= keras':>8} {'= tflite':>9}")
+        for name, row in split["combinations"].items():
+            print(f"{name:32} {row['identical_to_keras']:8.3f} {row['identical_to_tflite']:9.3f}")
+        e = split["encoder_output_int8"]
+        print(f"encoder output int8 values that differ (real positions): {e['differ']:.4f}, max {e['max_steps']} steps")
+        if args.json:
+            args.json.write_text(json.dumps(split, indent=1))
+        return 0
     core = None if args.kernels else load_qat(paths)
     codec = TextCodec.load(paths.tokenizer)
     cfg = TransformerConfig.load(paths.qat / "model" / "config.json")
