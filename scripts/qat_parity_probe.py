@@ -32,10 +32,10 @@ from s2s_qat.data import load_splits  # noqa: E402
 from s2s_qat.models import TransformerConfig, build_core, teacher_forced_logits  # noqa: E402
 from s2s_qat.pipeline import RunPaths  # noqa: E402
 from s2s_qat.qat import attach_quantization, calibrate  # noqa: E402
-from s2s_qat.qat.probe import encoder_captures, kernel_differences, step_differences  # noqa: E402
+from s2s_qat.qat.probe import HybridBackend, encoder_captures, kernel_differences, step_differences  # noqa: E402
 from s2s_qat.recipe import RuntimeConfig  # noqa: E402
 from s2s_qat.runtime import KerasBackend, Translator, pad_source  # noqa: E402
-from s2s_qat.runtime.quantization import dequantize, quantize  # noqa: E402
+from s2s_qat.runtime.quantization import quantize  # noqa: E402
 from s2s_qat.runtime.tflite_backend import TFLiteBackend  # noqa: E402
 from s2s_qat.tokenizer import TextCodec  # noqa: E402
 
@@ -55,26 +55,6 @@ def load_qat(paths: RunPaths):
     return core
 
 
-class _Hybrid:
-    """One graph from each backend: `encoder` and `decoder` are a KerasBackend and a TFLiteBackend (either way)."""
-
-    def __init__(self, encoder, decoder, contract):
-        self.enc, self.dec, self.contract = encoder, decoder, contract
-        self.source_length, self.target_length = encoder.source_length, encoder.target_length
-        if hasattr(decoder, "decode_step_raw"):
-            self.decode_step_raw, self.dequantize_logits = decoder.decode_step_raw, decoder.dequantize_logits
-
-    def encode(self, input_ids, attention_mask):
-        memory = self.enc.encode(input_ids, attention_mask)
-        c = self.contract
-        if isinstance(self.enc, TFLiteBackend):  # int8 on the boundary grid -> the same reals for Keras
-            return dequantize(memory, c.scale, c.zero_point).astype(np.float32)
-        return quantize(np.asarray(memory), c.scale, c.zero_point)  # Keras reals lie on that grid
-
-    def decode_step(self, *args):
-        return self.dec.decode_step(*args)
-
-
 def graph_split(paths: RunPaths, n: int) -> dict:
     """Identical greedy outputs of the four encoder x decoder combinations, and encoder-output int8 differences."""
     core = load_qat(paths)
@@ -83,8 +63,8 @@ def graph_split(paths: RunPaths, n: int) -> dict:
     tflite = TFLiteBackend(paths.qat / "export" / "encoder.tflite", paths.qat / "export" / "decoder_step.tflite")
     c = tflite.memory_in
     sources = list(load_splits(paths.data)["test"]["source"][:n])
-    combos = {"keras": keras, "tflite": tflite, "tflite-encoder + keras-decoder": _Hybrid(tflite, keras, c),
-              "keras-encoder + tflite-decoder": _Hybrid(keras, tflite, c)}
+    combos = {"keras": keras, "tflite": tflite, "tflite-encoder + keras-decoder": HybridBackend(tflite, keras, c),
+              "keras-encoder + tflite-decoder": HybridBackend(keras, tflite, c)}
     outputs = {}
     for name, backend in combos.items():
         tr = Translator.create(codec, backend, RuntimeConfig())

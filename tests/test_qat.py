@@ -138,6 +138,22 @@ def test_qat_export_is_full_int8_with_identity_boundary_and_matches_keras(varian
         assert all(r["differ_fixed_point"] == 0.0 for rows in by_op.values() for r in rows), by_op
         assert np.mean([r["differ"] for r in by_op["MEAN"]]) > 0.05
         assert all(r["max_steps"] <= 1 for r in kernels)
+        # One graph from each backend (the probe's --graphs split): the Keras encoder output, put on the TFLite
+        # boundary grid, is the TFLite encoder's but for the compounded rounding differences of two layers
+        # (measured: max 4 steps; a wrong scale or zero point is off by tens), and each hybrid's decoder step is
+        # exactly its own backend's on the memory it is handed.
+        from s2s_qat.qat.probe import HybridBackend
+        kt, tk = HybridBackend(keras, tflite, tflite.memory_in), HybridBackend(tflite, keras, tflite.memory_in)
+        m_kt, m_t = kt.encode(ids[:1], mask[:1]), tflite.encode(ids[:1], mask[:1])
+        steps = np.abs(m_kt.astype(np.int32) - m_t)
+        assert m_kt.dtype == np.int8 and steps.max() <= 6 and steps.mean() <= 1.5, (steps.max(), steps.mean())
+        d_ids, d_mask = left_pad_prefix([cfg.bos_token_id, 5], cfg.target_length, cfg.pad_token_id)
+        np.testing.assert_array_equal(kt.decode_step_raw(d_ids, d_mask, m_t, mask[:1]),
+                                      tflite.decode_step_raw(d_ids, d_mask, m_t, mask[:1]))
+        m_tk = tk.encode(ids[:1], mask[:1])
+        np.testing.assert_array_equal(tk.decode_step(d_ids, d_mask, m_tk, mask[:1]),
+                                      keras.decode_step(d_ids, d_mask, m_tk, mask[:1]))
+        assert not hasattr(tk, "decode_step_raw")  # greedy on the Keras decoder uses its float logits
 
 
 def _localize_tiny(core, state, blobs):

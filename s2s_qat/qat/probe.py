@@ -15,8 +15,31 @@ import tensorflow as tf
 from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
 from s2s_qat.qat.policy import QuantState, layer_path
+from s2s_qat.runtime.quantization import dequantize, quantize
 
 LAYOUT_OPS = ("RESHAPE", "TRANSPOSE", "STRIDED_SLICE", "GATHER")  # move values; their layouts differ from Keras'
+
+
+class HybridBackend:
+    """The encoder of one backend and the decoder step of the other (a KerasBackend of a QAT model and a
+    TFLiteBackend of its export, either way round), so a parity loss can be split between the two graphs. The
+    boundary is exact: the Keras encoder output lies on the int8 boundary grid `contract` (the same quantizer)."""
+
+    def __init__(self, encoder, decoder, contract):
+        self.enc, self.dec, self.contract = encoder, decoder, contract
+        self.source_length, self.target_length = encoder.source_length, encoder.target_length
+        if hasattr(decoder, "decode_step_raw"):
+            self.decode_step_raw, self.dequantize_logits = decoder.decode_step_raw, decoder.dequantize_logits
+
+    def encode(self, input_ids, attention_mask):
+        memory = self.enc.encode(input_ids, attention_mask)
+        c = self.contract
+        if hasattr(self.enc, "memory_out"):  # int8 on the boundary grid -> the same reals for Keras
+            return dequantize(memory, c.scale, c.zero_point).astype(np.float32)
+        return quantize(np.asarray(memory), c.scale, c.zero_point)  # Keras reals lie on that grid
+
+    def decode_step(self, *args):
+        return self.dec.decode_step(*args)
 
 
 def encoder_captures(core, input_ids: np.ndarray, attention_mask: np.ndarray) -> list[tuple[str, str, np.ndarray]]:
