@@ -35,7 +35,6 @@ from s2s_qat.qat import attach_quantization, calibrate  # noqa: E402
 from s2s_qat.qat.probe import HybridBackend, encoder_captures, kernel_differences, step_differences  # noqa: E402
 from s2s_qat.recipe import RuntimeConfig  # noqa: E402
 from s2s_qat.runtime import KerasBackend, Translator, pad_source  # noqa: E402
-from s2s_qat.runtime.quantization import quantize  # noqa: E402
 from s2s_qat.runtime.tflite_backend import TFLiteBackend  # noqa: E402
 from s2s_qat.tokenizer import TextCodec  # noqa: E402
 
@@ -76,7 +75,7 @@ def graph_split(paths: RunPaths, n: int) -> dict:
     for text in sources:
         ids, mask = pad_source(codec.encode_source(text, tflite.source_length).ids, tflite.source_length,
                                core.cfg.pad_token_id)
-        a = quantize(np.asarray(keras.encode(ids, mask)), c.scale, c.zero_point).astype(np.int32)
+        a = combos["keras-encoder + tflite-decoder"].encode(ids, mask).astype(np.int32)  # Keras on the int8 grid
         d = np.abs(a - tflite.encode(ids, mask).astype(np.int32))[0][mask[0].astype(bool)]
         differ.append(float((d > 0).mean()))
         steps = max(steps, int(d.max()))

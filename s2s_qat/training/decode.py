@@ -135,7 +135,7 @@ def teacher_beam(core: Seq2SeqCore, input_ids: np.ndarray, attention_mask: np.nd
     for start in tqdm(starts, desc="teacher beam search", unit="batch", disable=not progress, dynamic_ncols=True):
         ids = np.zeros((per_call, input_ids.shape[1]), np.int32)
         mask = np.zeros_like(ids)
-        b = len(input_ids[start:start + per_call])
+        b = min(per_call, n - start)
         ids[:b], mask[:b] = input_ids[start:start + b], attention_mask[start:start + b]
         cross, cross_bias = model.encode(tf.constant(ids), tf.constant(mask))
         cache = model.empty_cache(rows)
