@@ -343,14 +343,21 @@ def _qat_of(recipe: Recipe, paths: RunPaths, name: str, source_digest: str, sour
     if done is not None:
         return digest, done
     started = time.monotonic()
+    phases: dict[str, float] = {}  # seconds of each part of this stage, in order
+
+    def lap(phase: str) -> None:
+        phases[phase] = time.monotonic() - started - sum(phases.values())
+
     _seed(recipe.seed + 1, recipe.train.deterministic)  # dropout draws do not depend on what ran before
     codec = TextCodec.load(paths.tokenizer)
     teacher = load_model(source)
     core = load_model(source)  # the same FP32 weights under the same names; quantizers added below
     encoded = encode_splits(recipe, paths, codec)
+    lap("load")
     mixed = MixedPrefixSplit(encoded["train"], _teacher_prefixes(recipe, out, teacher, encoded["train"],
                                                                   source_digest, codec, progress),
                              q.teacher_prefix_fraction, recipe.seed)
+    lap("teacher_prefixes")
     state = attach_quantization(core)
     order = BatchOrder(len(mixed), q.batch_size, recipe.seed + 1)
     calib = (mixed.batch(order.indices(i)) for i in range(q.calibration_batches))
@@ -358,6 +365,7 @@ def _qat_of(recipe: Recipe, paths: RunPaths, name: str, source_digest: str, sour
                                 disable=not progress, dynamic_ncols=True),
               lambda c, b: teacher_forced_logits(c, b["input_ids"], b["attention_mask"], b["decoder_input_ids"],
                                                  b["decoder_attention_mask"]))
+    lap("calibration")
     trainer = Trainer(core, qat_train_config(recipe.train, q), mixed, encoded["validation"], out,
                       recipe.seed + 1, loss_fn=qat_loss(teacher, q), eval_loss_fn=cross_entropy_loss(0.0),
                       progress=progress)
@@ -366,24 +374,31 @@ def _qat_of(recipe: Recipe, paths: RunPaths, name: str, source_digest: str, sour
         return digest, None
     save_model(core, out / "model")
     write_json(out / "ranges.json", range_table(state))
+    lap("training")
 
     blobs = export_qat(core)
     tmp = fresh_temp_dir(out / "export")
     for kind, blob in blobs.items():
         (tmp / f"{kind}.tflite").write_bytes(blob)
     publish_dir(tmp, out / "export")
+    lap("export")
     test = load_splits(paths.data)["test"]
     n = len(test) if recipe.eval.max_sentences is None else min(len(test), recipe.eval.max_sentences)
     parity = parity_check(core, blobs, codec, test["source"][:n], q.parity_min_cosine, q.parity_min_identical,
                           progress)
     log.info("%s: %s", name, parity.message())
-    result_json = {"training": asdict(result), "parity": parity.as_dict(), "quantizers": len(state.slots),
-                   "seconds": time.monotonic() - started}
+    lap("parity")
+    result_json = {"training": asdict(result), "parity": parity.as_dict(), "quantizers": len(state.slots)}
     if recipe.ladder.localize:  # the same table as the ladder's full-INT8 variants (and the parity's diagnosis)
         n_loc = min(recipe.ladder.localization_rows, n)
         rows = localize_qat(core, state, blobs, codec, test["source"][:n_loc], test["target"][:n_loc])
         write_json(out / "localization.json", rows)
         result_json["localization"] = rows[:LOCALIZATION_TOP]
+        lap("localization")
+    # `seconds`: the whole stage; `producing_seconds`: what it takes to make the artifacts (everything before the
+    # parity check and the localization, which validate them as the ladder validates every variant).
+    result_json |= {"seconds": time.monotonic() - started, "phase_seconds": phases,
+                    "producing_seconds": sum(v for k, v in phases.items() if k not in ("parity", "localization"))}
     write_json(out / "result.json", result_json)
     mark_stage(out, digest, steps=result.steps, parity_passed=parity.passed)
     return digest, result_json

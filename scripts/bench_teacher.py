@@ -76,6 +76,9 @@ def main() -> int:
                  ("qat-int8 exact match %", f"{q['exact_match']:.1f}"),
                  ("QAT train minutes (this invocation)", f"{qat['training']['seconds'] / 60:.1f} "
                                        f"({qat['training']['seconds'] / training['seconds']:.2f} x teacher)"),
+                 ("QAT stage minutes: producing / all", f"{qat.get('producing_seconds', float('nan')) / 60:.1f} "
+                  f"({qat.get('producing_seconds', float('nan')) / training['seconds']:.2f} x teacher) / "
+                  f"{qat['seconds'] / 60:.1f} ({qat['seconds'] / training['seconds']:.2f} x teacher)"),
                  ("QAT parity cosine / identical", f"{qat['parity']['mean_cosine']:.5f} / "
                                                    f"{100 * qat['parity']['identical_greedy']:.1f}%")]
     student = report.get("student")

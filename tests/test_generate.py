@@ -4,7 +4,7 @@ import pytest
 
 from harness import TINY, reference_greedy, source_batch, tiny_core
 from s2s_qat.models import teacher_forced_logits
-from s2s_qat.runtime import GenerationSettings, KerasBackend, beam_search, greedy, log_softmax
+from s2s_qat.runtime import GenerationSettings, KerasBackend, beam_search, greedy, greedy_batch, log_softmax
 from s2s_qat.runtime.generate import banned_tokens
 
 
@@ -35,6 +35,22 @@ def test_greedy_matches_teacher_forced_reference(model):
         assert list(hyp.tokens) == reference_greedy(core, ids[i:i + 1], mask[i:i + 1], TINY.target_length)
         finished += hyp.finished
     assert 0 < finished  # the EOS path is exercised
+
+
+@pytest.mark.parametrize("no_repeat", [0, 2])
+def test_greedy_batch_is_greedy_row_by_row(model, no_repeat):
+    """The batched loop (QAT parity's Keras side) gives each row what `greedy` gives it alone: tokens, finished
+    flag and log-probability, with rows finishing at different steps and n-gram bans per row."""
+    _, backend = model
+    ids, mask = _sources(8)
+    settings = _settings(no_repeat_ngram_size=no_repeat)
+    rows = greedy_batch(backend.decode_step_rows, backend.encode_rows(ids, mask), mask, TINY.target_length, settings)
+    alone = [greedy(backend, backend.encode(ids[i:i + 1], mask[i:i + 1]), mask[i:i + 1], settings)
+             for i in range(len(ids))]
+    assert [r.tokens for r in rows] == [a.tokens for a in alone]
+    assert [r.finished for r in rows] == [a.finished for a in alone]
+    assert len({len(r.tokens) for r in rows}) > 2  # rows stop at different steps
+    np.testing.assert_allclose([r.logprob for r in rows], [a.logprob for a in alone], rtol=1e-4, atol=1e-4)
 
 
 def _sequence_logprob(core, ids, mask, tokens):

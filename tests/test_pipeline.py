@@ -211,6 +211,13 @@ def test_ladder_exports_and_evaluates_every_variant(tiny_run, tmp_path, capsys):
     assert {c["name"] for c in report["gates"]["checks"]} >= {"qat_parity"}
     assert (tmp_path / "run" / "qat" / "teacher_outputs.npz").is_file()
     assert "## Quantization-aware training" in (tmp_path / "run" / "report.md").read_text()
+    # The stage's time, by phase: in pipeline order, adding up to the whole; `producing` leaves out the checks.
+    phases = report["qat"]["phase_seconds"]
+    assert list(phases) == ["load", "teacher_prefixes", "calibration", "training", "export", "parity", "localization"]
+    assert min(phases.values()) >= 0 and sum(phases.values()) == pytest.approx(report["qat"]["seconds"], abs=0.5)
+    assert report["qat"]["producing_seconds"] == pytest.approx(
+        report["qat"]["seconds"] - phases["parity"] - phases["localization"], abs=0.5)
+    assert f"training {phases['training']:.0f} s" in (tmp_path / "run" / "report.md").read_text()
 
     # export.variant auto -> qat-int8 becomes artifacts/ with its manifest; evaluate reproduces its ladder row.
     art = tmp_path / "run" / "artifacts"

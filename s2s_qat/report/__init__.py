@@ -129,6 +129,13 @@ def _student_lines(student: dict | None, variants: list[dict]) -> list[str]:
     return lines
 
 
+def _phases(qat: dict) -> str:
+    phases = qat.get("phase_seconds")
+    if not phases:  # a result written before phases were timed
+        return "calibration, training, export, parity"
+    return ", ".join(f"{k.replace('_', ' ')} {v:.0f} s" for k, v in phases.items())
+
+
 def _qat_lines(qat: dict | None, title: str = "Quantization-aware training") -> list[str]:
     if not qat:
         return []
@@ -136,7 +143,7 @@ def _qat_lines(qat: dict | None, title: str = "Quantization-aware training") -> 
     lines = [f"## {title}", "",
              f"{qat['quantizers']} quantizers; steps {tr['steps']} (best {tr['best_step']}), best validation loss of "
              f"the fake-quantized model {tr['best_val_loss']:.4f}, stopped by {tr['stop_reason']}; stage "
-             f"{qat['seconds']:.0f} s (calibration, training, export, parity).", "",
+             f"{qat['seconds']:.0f} s ({_phases(qat)}).", "",
              f"Parity ({'passed' if p['passed'] else 'FAILED'}): QAT Keras vs its full-INT8 TFLite export on "
              f"{p['sentences']} test sentences: first-step logits cosine mean {p['mean_cosine']:.5f} (min "
              f"{p['min_cosine']:.5f}), identical greedy outputs {100 * p['identical_greedy']:.1f}%, identity "

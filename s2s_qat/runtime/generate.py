@@ -80,6 +80,33 @@ def greedy(backend: Seq2SeqBackend, memory, encoder_attention_mask: np.ndarray,
     return Hypothesis(tuple(prefix[1:]), logprob, False)
 
 
+def greedy_batch(step, memory, encoder_attention_mask: np.ndarray, target_length: int,
+                 settings: GenerationSettings) -> list[Hypothesis]:
+    """`greedy` for B rows at once: `step(ids, mask, memory, encoder_attention_mask)` maps [B, T] left-padded
+    prefixes to [B, V] float logits (a backend that runs any batch: the Keras deployment graphs). Row b's
+    hypothesis is what `greedy` gives for row b (up to the float round-off of a larger batch); finished rows are
+    carried along unchanged, so the loop ends when every row has its EOS or the prefix is full."""
+    rows = int(encoder_attention_mask.shape[0])
+    prefixes = [[settings.bos_id] for _ in range(rows)]
+    logprobs, done = np.zeros(rows), np.zeros(rows, bool)
+    ids = np.full((rows, target_length), settings.pad_id, np.int32)
+    mask = np.zeros((rows, target_length), np.int32)
+    for _ in range(min(settings.max_new_tokens, target_length)):
+        for b, prefix in enumerate(prefixes):
+            ids[b], mask[b] = (x[0] for x in left_pad_prefix(prefix, target_length, settings.pad_id))
+        logits = np.array(step(ids, mask, memory, encoder_attention_mask), np.float32)
+        for b in np.flatnonzero(~done):
+            row = logits[b]
+            row[banned_tokens(prefixes[b], settings.no_repeat_ngram_size)] = -np.inf
+            token = int(np.argmax(row))
+            logprobs[b] += float(log_softmax(row)[token])
+            prefixes[b].append(token)
+            done[b] = token == settings.eos_id
+        if done.all():
+            break
+    return [Hypothesis(tuple(p[1:]), float(lp), bool(d)) for p, lp, d in zip(prefixes, logprobs, done)]
+
+
 def _normalized(h: Hypothesis, length_penalty: float) -> float:
     return h.logprob / (max(len(h.tokens), 1) ** length_penalty)
 

@@ -23,9 +23,22 @@ class KerasBackend:
             lambda i, m, h, em: self.decoder_step({"decoder_input_ids": i, "decoder_attention_mask": m,
                                                    "encoder_hidden_states": h, "encoder_attention_mask": em})["logits"],
             input_signature=[ids_t, ids_t, tf.TensorSpec((1, s, d), tf.float32), ids_s])
+        rows_s, rows_t = tf.TensorSpec((None, s), tf.int32), tf.TensorSpec((None, t), tf.int32)
+        self._encode_rows = tf.function(self._encode.python_function, input_signature=[rows_s, rows_s])
+        self._step_rows = tf.function(self._step.python_function,
+                                      input_signature=[rows_t, rows_t, tf.TensorSpec((None, s, d), tf.float32), rows_s])
 
     def encode(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> tf.Tensor:
         return self._encode(input_ids, attention_mask)
 
     def decode_step(self, decoder_input_ids, decoder_attention_mask, memory, encoder_attention_mask) -> np.ndarray:
         return self._step(decoder_input_ids, decoder_attention_mask, memory, encoder_attention_mask).numpy()[0]
+
+    def encode_rows(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> tf.Tensor:
+        """`encode` for [B, S] rows (the same graph under a batch-free signature)."""
+        return self._encode_rows(input_ids, attention_mask)
+
+    def decode_step_rows(self, decoder_input_ids, decoder_attention_mask, memory, encoder_attention_mask
+                         ) -> np.ndarray:
+        """`decode_step` for B rows: [B, V] logits."""
+        return self._step_rows(decoder_input_ids, decoder_attention_mask, memory, encoder_attention_mask).numpy()
