@@ -6,6 +6,7 @@ sections and of its inputs; a stage whose hash is unchanged is skipped on re-run
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import hashlib
 import json
@@ -193,7 +194,8 @@ def _import_teacher(recipe: Recipe, paths: RunPaths, digest: str) -> tuple[str, 
 
     started = time.monotonic()
     m = recipe.model
-    core = import_checkpoint(Path(recipe.teacher.path), m.source_length, m.target_length, m.mask_value)
+    core = import_checkpoint(Path(recipe.teacher.path), m.source_length, m.target_length, m.mask_value,
+                             m.layernorm_variance)
     codec = TextCodec.load(paths.tokenizer)
     valid = encode_splits(recipe, paths, codec, names=("validation",))["validation"]
     val_loss = mean_token_loss(tf.function(lambda b: cross_entropy_loss(0.0)(core, b, False)), valid)
@@ -226,6 +228,27 @@ def _mask_leak(core: Seq2SeqCore, valid: EncodedSplit):
     return leak
 
 
+# Model settings that change only the int8 deployment graphs, not the float function: the FP32 stages (teacher,
+# students) leave them out of their digests and a finished model takes the recipe's value (`deployment_form`);
+# the stages that quantize or evaluate graphs (QAT, the ladder) depend on them.
+DEPLOYMENT_ONLY = ("model.layernorm_variance",)
+
+
+def _deployment_keys(recipe: Recipe) -> list[str]:
+    return [f"{key}={getattr(recipe.model, key.split('.')[1])}" for key in DEPLOYMENT_ONLY]
+
+
+def deployment_form(model_dir: Path, recipe: Recipe) -> None:
+    """Give a saved FP32 model the recipe's deployment-only settings (same weights, same float function): its
+    config.json is rewritten when they differ, so every later loader (ladder workers, CLIs) builds those graphs."""
+    path = model_dir / "config.json"
+    cfg = TransformerConfig.load(path)
+    wanted = {key.split(".")[1]: getattr(recipe.model, key.split(".")[1]) for key in DEPLOYMENT_ONLY}
+    if any(getattr(cfg, k) != v for k, v in wanted.items()):
+        log.info("%s: deployment settings %s", model_dir, wanted)
+        write_text(path, dataclasses.replace(cfg, **wanted).to_json())
+
+
 def stage_teacher(recipe: Recipe, paths: RunPaths, tok_digest: str, progress: bool = True,
                   stop_after: int | None = None) -> tuple[str, dict | None]:
     if recipe.teacher.source == "hf":
@@ -233,9 +256,11 @@ def stage_teacher(recipe: Recipe, paths: RunPaths, tok_digest: str, progress: bo
         digest = _stage_hash("teacher-hf", checkpoint_fingerprint(Path(recipe.teacher.path)), str(m.source_length),
                              str(m.target_length), str(m.mask_value), tok_digest)
     else:
-        digest = _stage_hash("teacher", recipe.section_hash("model", "teacher", "train"), tok_digest)
+        digest = _stage_hash("teacher", recipe.section_hash("model", "teacher", "train", leave_out=DEPLOYMENT_ONLY),
+                             tok_digest)
     if stage_is_current(paths.teacher, digest):
         log.info("teacher: unchanged, skipped")
+        deployment_form(paths.teacher_model, recipe)
         return digest, json.loads((paths.teacher / "train_result.json").read_text())
     _start_stage(paths.teacher, digest)
     if recipe.teacher.source == "hf":
@@ -336,17 +361,18 @@ def _qat_of(recipe: Recipe, paths: RunPaths, name: str, source_digest: str, sour
     q = recipe.qat
     # Parity thresholds are judged at evaluation time: changing them must not retrain.
     trained_by = {k: v for k, v in to_dict(q).items() if not k.startswith("parity_") and k != "enabled"}
-    digest = _stage_hash(name, json.dumps(trained_by, sort_keys=True), str(recipe.seed), source_digest)
+    digest = _stage_hash(name, json.dumps(trained_by, sort_keys=True), str(recipe.seed), source_digest,
+                         *_deployment_keys(recipe))
     if not enabled:
         return digest, None
     done = _skip_or_start(out, digest, name)
     if done is not None:
         return digest, done
     started = time.monotonic()
-    phases: dict[str, float] = {}  # seconds of each part of this stage, in order
+    phases: list[tuple[str, float]] = []  # (part of this stage, seconds), in order
 
     def lap(phase: str) -> None:
-        phases[phase] = time.monotonic() - started - sum(phases.values())
+        phases.append((phase, time.monotonic() - started - sum(v for _, v in phases)))
 
     _seed(recipe.seed + 1, recipe.train.deterministic)  # dropout draws do not depend on what ran before
     codec = TextCodec.load(paths.tokenizer)
@@ -398,7 +424,7 @@ def _qat_of(recipe: Recipe, paths: RunPaths, name: str, source_digest: str, sour
     # `seconds`: the whole stage; `producing_seconds`: what it takes to make the artifacts (everything before the
     # parity check and the localization, which validate them as the ladder validates every variant).
     result_json |= {"seconds": time.monotonic() - started, "phase_seconds": phases,
-                    "producing_seconds": sum(v for k, v in phases.items() if k not in ("parity", "localization"))}
+                    "producing_seconds": sum(v for k, v in phases if k not in ("parity", "localization"))}
     write_json(out / "result.json", result_json)
     mark_stage(out, digest, steps=result.steps, parity_passed=parity.passed)
     return digest, result_json
@@ -442,6 +468,7 @@ def stage_student(recipe: Recipe, paths: RunPaths, teacher_digest: str, progress
         return digest, None
     done = _skip_or_start(out, digest, name)
     if done is not None:
+        deployment_form(out / "model", recipe)
         return digest, done
     started = time.monotonic()
     codec = TextCodec.load(paths.tokenizer)
@@ -486,7 +513,8 @@ def stage_evaluate(recipe: Recipe, paths: RunPaths, teacher_digest: str, trainin
     `qat`: QAT stage results by ladder variant (`qat-int8`, `student-qat-int8`); `students`: the student stages'
     results (`student`, `student_gold`) for the report; `qat_digest`: the digests of every stage after the teacher
     that the ladder reads (QAT, students, student QAT), joined."""
-    digest = _stage_hash("eval", recipe.section_hash("runtime", "eval", "ladder"), teacher_digest, qat_digest)
+    digest = _stage_hash("eval", recipe.section_hash("runtime", "eval", "ladder"), teacher_digest, qat_digest,
+                         *_deployment_keys(recipe))
     cache = paths.root / "eval"
     if stage_is_current(cache, digest):
         log.info("evaluation: unchanged, skipped")

@@ -121,6 +121,7 @@ class ModelConfig:
     dropout: float = _f(0.1, doc="residual dropout during training", min=0.0, max=0.9)
     attention_dropout: float = _f(0.0, doc="dropout on attention probabilities during training", min=0.0, max=0.9)
     mask_value: float = _f(20.0, doc="bounded mask: masked scores land on -mask_value (deployment graphs)", min=1.0, max=1000.0)
+    layernorm_variance: Literal["mul", "matmul"] = _f("mul", doc="how the deployment LayerNorm forms its variance (the same float function, so a trained teacher is reused): `mul` = MEAN of MUL(xc, xc), every square an int8 tensor; `matmul` = one BATCH_MATMUL of xc with itself, the sum of squares accumulated exactly in int32 and rounded once")
     source_length: int = _f(32, doc="S: fixed source length of the deployment graphs (tokens incl. EOS)", min=2, max=4096)
     target_length: int = _f(48, doc="T: fixed decoder length (BOS + generated tokens)", min=2, max=4096)
 
@@ -279,9 +280,13 @@ class Recipe:
     export: ExportConfig = _f(doc="TFLite export", factory=ExportConfig)
     gates: GatesConfig = _f(doc="quality gates on the chosen artifacts", factory=GatesConfig)
 
-    def section_hash(self, *sections: str) -> str:
-        """sha256 of the named sections (plus the seed), used to skip unchanged stages."""
+    def section_hash(self, *sections: str, leave_out: tuple[str, ...] = ()) -> str:
+        """sha256 of the named sections (plus the seed), used to skip unchanged stages. `leave_out`: dotted keys
+        ("model.layernorm_variance") a stage does not depend on."""
         payload = {s: to_dict(getattr(self, s)) for s in sections}
+        for key in leave_out:
+            section, name = key.split(".")
+            payload[section].pop(name)
         payload["seed"] = self.seed
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 

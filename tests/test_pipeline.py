@@ -33,11 +33,12 @@ TINY_RECIPE = {
 # Measured on this recipe: BLEU 52.7, exact match 50% after 600 steps (an untrained model scores ~0).
 MIN_BLEU = 40.0
 # A short QAT. Measured: qat-int8 BLEU 52.6 (fp32 50.5, reference-graph PTQ 0.3); parity QAT Keras vs TFLite:
-# cosine mean 0.997, identical greedy 95% (integer kernels round differently from fake quantization; the
-# default recipe's thresholds are 0.999 / 99%).
+# cosine mean 0.997-0.998, identical greedy outputs 95% on one machine and 86.7% (52 of 60) on another (the
+# same seeds: float kernels differ between CPUs, QAT training follows them, and integer kernels round
+# differently from fake quantization). A wrong boundary or range reads far lower, which is what this catches.
 TINY_QAT = {"enabled": True, "max_steps": 150, "eval_every": 50, "batch_size": 32, "learning_rate": 0.0005,
             "teacher_prefix_rows": 512, "calibration_batches": 4, "parity_min_cosine": 0.99,
-            "parity_min_identical": 0.9}
+            "parity_min_identical": 0.8}
 
 
 def _train_command(recipe_file: Path, run_dir: Path) -> list[str]:
@@ -207,13 +208,14 @@ def test_ladder_exports_and_evaluates_every_variant(tiny_run, tmp_path, capsys):
     assert qat["float_ops"] == 0 and qat["quantize_ops"] == 0
     assert qat["source_sensitivity"]["pair_cosine"] <= fp32["source_sensitivity"]["pair_cosine"] + 0.05
     parity = report["qat"]["parity"]
-    assert parity["boundary_identity"] and parity["mean_cosine"] >= 0.99 and parity["identical_greedy"] >= 0.9
+    assert parity["boundary_identity"] and parity["mean_cosine"] >= 0.99 and parity["identical_greedy"] >= 0.8
     assert {c["name"] for c in report["gates"]["checks"]} >= {"qat_parity"}
     assert (tmp_path / "run" / "qat" / "teacher_outputs.npz").is_file()
     assert "## Quantization-aware training" in (tmp_path / "run" / "report.md").read_text()
     # The stage's time, by phase: in pipeline order, adding up to the whole; `producing` leaves out the checks.
-    phases = report["qat"]["phase_seconds"]
-    assert list(phases) == ["load", "teacher_prefixes", "calibration", "training", "export", "parity", "localization"]
+    phases = dict(report["qat"]["phase_seconds"])
+    assert [k for k, _ in report["qat"]["phase_seconds"]] == ["load", "teacher_prefixes", "calibration", "training",
+                                                             "export", "parity", "localization"]
     assert min(phases.values()) >= 0 and sum(phases.values()) == pytest.approx(report["qat"]["seconds"], abs=0.5)
     assert report["qat"]["producing_seconds"] == pytest.approx(
         report["qat"]["seconds"] - phases["parity"] - phases["localization"], abs=0.5)
@@ -321,6 +323,31 @@ def test_qat_stage_resumes_from_its_checkpoint(tiny_run, tmp_path):
     assert result["parity"]["boundary_identity"] and result["parity"]["mean_cosine"] > 0.99
     ranges = json.loads((paths.qat / "ranges.json").read_text())
     assert len(ranges) == result["quantizers"] and all(r["max"] >= r["min"] for r in ranges if "min" in r)
+
+
+def test_layernorm_variance_keeps_the_teacher_and_changes_the_quantized_stages(tiny_run, tmp_path):
+    """`model.layernorm_variance` changes only the int8 graphs: the trained teacher is kept (its config takes the
+    recipe's value, so every later loader builds those graphs) while QAT and the ladder depend on it."""
+    from s2s_qat.pipeline import RunPaths, stage_data, stage_qat, stage_teacher, stage_tokenizer
+
+    _, run_dir = tiny_run
+    subprocess.run(["cp", "-r", str(run_dir), str(tmp_path / "run")], check=True)
+    paths = RunPaths(tmp_path / "run")
+    config = paths.teacher_model / "config.json"
+    weights = (paths.teacher_model / "weights.index").read_bytes()
+    digests = {}
+    for variance in ("matmul", "mul"):
+        recipe = parse_recipe(dict(TINY_RECIPE, model=dict(TINY_RECIPE["model"], layernorm_variance=variance),
+                                   qat=dict(TINY_QAT, enabled=False)))
+        tok = stage_tokenizer(recipe, paths, stage_data(recipe, paths))
+        teacher_digest, training = stage_teacher(recipe, paths, tok, progress=False)
+        assert training["steps"] == TINY_RECIPE["train"]["max_steps"]  # skipped: the result of the tiny run
+        assert json.loads(config.read_text())["layernorm_variance"] == variance
+        digests[variance] = teacher_digest, stage_qat(recipe, paths, teacher_digest, progress=False)[0]
+    assert digests["mul"][0] == digests["matmul"][0] and digests["mul"][1] != digests["matmul"][1]
+    assert (paths.teacher_model / "weights.index").read_bytes() == weights
+    with pytest.raises(ValueError, match='layernorm_variance: got "square"; expected one of "mul", "matmul"'):
+        parse_recipe(dict(TINY_RECIPE, model=dict(TINY_RECIPE["model"], layernorm_variance="square")))
 
 
 # A student of under a third of the teacher's parameters (measured: 0.29), trained from the tiny teacher.

@@ -156,6 +156,39 @@ def test_qat_export_is_full_int8_with_identity_boundary_and_matches_keras(varian
         assert not hasattr(tk, "decode_step_raw")  # greedy on the Keras decoder uses its float logits
 
 
+def test_layernorm_variance_matmul_is_the_same_float_function_and_an_exact_int32_sum_in_int8():
+    """`model.layernorm_variance: matmul`: the same FP32 logits as `mul` (same weights), and in the full-INT8 export
+    each LayerNorm's variance is one BATCH_MATMUL (int32 sum of int8 squares) instead of MUL + MEAN."""
+    mul, matmul = tiny_core(seed=3), tiny_core(seed=3, layernorm_variance="matmul")
+    for a, b in zip(mul.weights, matmul.weights):
+        assert a.name == b.name
+        b.assign(a)
+    ids, mask = source_batch(mul.cfg, 6, seed=4)
+    dec, dmask = _decoder_batch(mul.cfg, 6, seed=4)
+    np.testing.assert_allclose(teacher_forced_logits(matmul, ids, mask, dec, dmask).numpy(),
+                               teacher_forced_logits(mul, ids, mask, dec, dmask).numpy(), atol=1e-5)
+
+    norms = {"encoder": 2 * mul.cfg.encoder_layers, "decoder_step": 3 * mul.cfg.decoder_layers}  # post-LN blocks
+    counts = {}
+    for name, overrides in (("mul", {}), ("matmul", {"layernorm_variance": "matmul"})):
+        core, _ = _calibrated(seed=3, **overrides)
+        for kind, blob in export_qat(core).items():
+            inv = inventory(blob, kind)
+            assert (inv.float_ops, inv.quantize_ops) == (0, 0), (name, kind, inv.float_tensors)
+            counts[name, kind] = inv.op_counts
+    for kind, n in norms.items():
+        a, b = counts["mul", kind], counts["matmul", kind]
+        assert b["MEAN"] == a["MEAN"] - n == n  # only the means are left
+        assert b["BATCH_MATMUL"] == a["BATCH_MATMUL"] + n
+        assert b.get("MUL", 0) == a["MUL"] - n  # no more xc * xc
+
+
+def test_layernorm_variance_must_be_listed():
+    from s2s_qat.models.layers import LayerNorm
+    with pytest.raises(ValueError, match="'square'.*allowed: mul, matmul"):
+        LayerNorm(1e-5, "square")
+
+
 def _localize_tiny(core, state, blobs):
     from s2s_qat.export import convert
     from s2s_qat.models import build_decoder_step, build_encoder

@@ -248,10 +248,10 @@ def read_state(directory: Path) -> dict[str, np.ndarray]:
     raise CheckpointError(str(directory), ["no model.safetensors or pytorch_model.bin"])
 
 
-def import_checkpoint(directory: Path, source_length: int, target_length: int, mask_value: float | None = None
-                      ) -> Seq2SeqCore:
+def import_checkpoint(directory: Path, source_length: int, target_length: int, mask_value: float | None = None,
+                      layernorm_variance: str | None = None) -> Seq2SeqCore:
     """A Marian or BART checkpoint directory -> the project's FP32 model with its weights (`mask_value`: the
-    deployment graphs' bounded mask, default the project's)."""
+    deployment graphs' bounded mask, `layernorm_variance` their LayerNorm form; default the project's)."""
     from s2s_qat.models import build_core
 
     directory = Path(directory)
@@ -261,6 +261,8 @@ def import_checkpoint(directory: Path, source_length: int, target_length: int, m
     cfg = config_from_hf(json.loads(config_file.read_text()), source_length, target_length, str(config_file))
     if mask_value is not None:
         cfg = dataclasses.replace(cfg, mask_value=mask_value)
+    if layernorm_variance is not None:
+        cfg = dataclasses.replace(cfg, layernorm_variance=layernorm_variance)
     core = build_core(cfg)
     load_weights(core, read_state(directory), str(directory))
     return core

@@ -30,6 +30,7 @@ class TransformerConfig:
     dropout: float = 0.1
     attention_dropout: float = 0.0
     mask_value: float = 20.0
+    layernorm_variance: str = "mul"  # deployment LayerNorm: "mul" (MEAN of MUL squares) or "matmul" (BATCH_MATMUL)
     source_length: int = 32
     target_length: int = 48
     pad_token_id: int = 0

@@ -118,10 +118,26 @@ class Linear(Quantizable):
         return self.fq("output", y + bias if bias is not None else y, training)
 
 
+LAYERNORM_VARIANCE = ("mul", "matmul")
+
+
 class LayerNorm(Quantizable):
-    def __init__(self, eps: float, **kwargs):
+    """Deployment LayerNorm; `variance` picks how the int8 graph forms the variance (same float function):
+
+    mul     var = MEAN(MUL(xc, xc)): every square is an int8 tensor. Its range is set by the largest squared
+            deviation, so with an outlier feature most squares round to 0 or 1 step and the variance of a
+            typical token is coarse, and MEAN rescales a sum of those coarse steps (TFLite's double rounding).
+    matmul  sum = BATCH_MATMUL(xc[1, D], xc[D, 1]): the sum of squares accumulates int8 products exactly in
+            int32 and is rounded once; the 1/D moves into the constants, since rsqrt(sum/D + eps) =
+            sqrt(D) * rsqrt(sum + D*eps): `eps` holds D*eps and the quantized gamma is sqrt(D) * gamma.
+    """
+
+    def __init__(self, eps: float, variance: str = "mul", **kwargs):
         super().__init__(**kwargs)
-        self.eps = eps
+        if variance not in LAYERNORM_VARIANCE:
+            raise ValueError(f"LayerNorm variance {variance!r} is not supported; "
+                             f"allowed: {', '.join(LAYERNORM_VARIANCE)}")
+        self.eps, self.variance = eps, variance
 
     def build(self, input_shape):
         dim = int(input_shape[-1])
@@ -135,9 +151,15 @@ class LayerNorm(Quantizable):
             return (x - mean) * tf.math.rsqrt(var + self.eps) * self.gamma + self.beta
         fq = lambda kind, t: self.fq(kind, t, training)  # noqa: E731
         xc = fq("centered", x - fq("mean", tf.reduce_mean(x, axis=-1, keepdims=True)))
-        var = fq("variance", tf.reduce_mean(fq("square", xc * xc), axis=-1, keepdims=True))  # MUL, not SQUARE
-        inv = fq("inv_std", tf.math.rsqrt(fq("variance_eps", var + fq("eps", tf.constant(self.eps, tf.float32)))))
-        y = fq("scaled", fq("normalized", xc * inv) * fq("gamma", self.gamma))
+        if self.variance == "matmul":
+            dim = int(x.shape[-1])
+            var = fq("variance", tf.squeeze(tf.matmul(xc[..., None, :], xc[..., :, None]), -1))  # (..., 1): sum
+            eps, gamma = dim * self.eps, math.sqrt(dim) * self.gamma
+        else:
+            var = fq("variance", tf.reduce_mean(fq("square", xc * xc), axis=-1, keepdims=True))  # MUL, not SQUARE
+            eps, gamma = self.eps, self.gamma
+        inv = fq("inv_std", tf.math.rsqrt(fq("variance_eps", var + fq("eps", tf.constant(eps, tf.float32)))))
+        y = fq("scaled", fq("normalized", xc * inv) * fq("gamma", gamma))
         return fq("output", y + fq("beta", self.beta))
 
 

@@ -10,6 +10,10 @@ from s2s_qat.models.layers import (Attention, FeedForward, LayerNorm, PositionEm
                                    TokenEmbedding, causal_bias, embed_scale, mask_bias)
 
 
+def layer_norm(cfg: TransformerConfig, name: str) -> LayerNorm:
+    return LayerNorm(cfg.layer_norm_eps, cfg.layernorm_variance, name=name)
+
+
 class _Block(Quantizable):
     """Residual sub-layer wiring shared by encoder and decoder blocks (pre- or post-LayerNorm)."""
 
@@ -26,9 +30,9 @@ class EncoderBlock(_Block):
         super().__init__(**kwargs)
         self.pre = cfg.normalize_before
         self.self_attn = Attention(cfg.d_model, cfg.attention_heads, cfg.attention_dropout, name="self_attn")
-        self.self_attn_layer_norm = LayerNorm(cfg.layer_norm_eps, name="self_attn_layer_norm")
+        self.self_attn_layer_norm = layer_norm(cfg, "self_attn_layer_norm")
         self.ffn = FeedForward(cfg.d_model, cfg.ffn_dim, cfg.activation, cfg.dropout, name="ffn")
-        self.final_layer_norm = LayerNorm(cfg.layer_norm_eps, name="final_layer_norm")
+        self.final_layer_norm = layer_norm(cfg, "final_layer_norm")
         self.dropout = tf_keras.layers.Dropout(cfg.dropout)
 
     def call(self, x, bias, training=False, reference=False):
@@ -43,11 +47,11 @@ class DecoderBlock(_Block):
         super().__init__(**kwargs)
         self.pre = cfg.normalize_before
         self.self_attn = Attention(cfg.d_model, cfg.attention_heads, cfg.attention_dropout, name="self_attn")
-        self.self_attn_layer_norm = LayerNorm(cfg.layer_norm_eps, name="self_attn_layer_norm")
+        self.self_attn_layer_norm = layer_norm(cfg, "self_attn_layer_norm")
         self.cross_attn = Attention(cfg.d_model, cfg.attention_heads, cfg.attention_dropout, name="encoder_attn")
-        self.cross_attn_layer_norm = LayerNorm(cfg.layer_norm_eps, name="encoder_attn_layer_norm")
+        self.cross_attn_layer_norm = layer_norm(cfg, "encoder_attn_layer_norm")
         self.ffn = FeedForward(cfg.d_model, cfg.ffn_dim, cfg.activation, cfg.dropout, name="ffn")
-        self.final_layer_norm = LayerNorm(cfg.layer_norm_eps, name="final_layer_norm")
+        self.final_layer_norm = layer_norm(cfg, "final_layer_norm")
         self.dropout = tf_keras.layers.Dropout(cfg.dropout)
 
     # Set to a list by a distillation loss while it traces the graph: collects the cross-attention outputs.
@@ -80,14 +84,14 @@ class Seq2SeqCore(Quantizable):
                                                cfg.position_offset, name="encoder_positions")
         self.dec_positions = PositionEmbedding(cfg.position_embedding, cfg.max_position_embeddings, cfg.d_model,
                                                cfg.position_offset, name="decoder_positions")
-        self.enc_layernorm_embedding = LayerNorm(cfg.layer_norm_eps, name="encoder_layernorm_embedding") \
+        self.enc_layernorm_embedding = layer_norm(cfg, "encoder_layernorm_embedding") \
             if cfg.layernorm_embedding else None
-        self.dec_layernorm_embedding = LayerNorm(cfg.layer_norm_eps, name="decoder_layernorm_embedding") \
+        self.dec_layernorm_embedding = layer_norm(cfg, "decoder_layernorm_embedding") \
             if cfg.layernorm_embedding else None
         self.encoder_blocks = [EncoderBlock(cfg, name=f"encoder_layer_{i}") for i in range(cfg.encoder_layers)]
         self.decoder_blocks = [DecoderBlock(cfg, name=f"decoder_layer_{i}") for i in range(cfg.decoder_layers)]
-        self.enc_final_norm = LayerNorm(cfg.layer_norm_eps, name="encoder_layer_norm") if cfg.normalize_before else None
-        self.dec_final_norm = LayerNorm(cfg.layer_norm_eps, name="decoder_layer_norm") if cfg.normalize_before else None
+        self.enc_final_norm = layer_norm(cfg, "encoder_layer_norm") if cfg.normalize_before else None
+        self.dec_final_norm = layer_norm(cfg, "decoder_layer_norm") if cfg.normalize_before else None
         self.dropout = tf_keras.layers.Dropout(cfg.dropout)
         self.embed_scale = embed_scale(cfg)
 

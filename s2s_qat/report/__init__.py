@@ -133,7 +133,7 @@ def _phases(qat: dict) -> str:
     phases = qat.get("phase_seconds")
     if not phases:  # a result written before phases were timed
         return "calibration, training, export, parity"
-    return ", ".join(f"{k.replace('_', ' ')} {v:.0f} s" for k, v in phases.items())
+    return ", ".join(f"{k.replace('_', ' ')} {v:.0f} s" for k, v in phases)
 
 
 def _qat_lines(qat: dict | None, title: str = "Quantization-aware training") -> list[str]:
