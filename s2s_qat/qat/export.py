@@ -55,14 +55,15 @@ PARITY_BATCH = 50  # Keras rows decoded together (the TFLite export runs one sen
 
 
 def keras_greedy_rows(keras: KerasBackend, codec: TextCodec, sources: list[str], translator: Translator,
-                      batch: int = PARITY_BATCH) -> tuple[list[list[int]], np.ndarray]:
+                      batch: int = PARITY_BATCH, progress: bool = False) -> tuple[list[list[int]], np.ndarray]:
     """Greedy token sequences ([] for an empty source, as `Translator.hypothesis`) and (N, V) first-step logits
     of the Keras deployment graphs, `batch` sentences per graph call: the same graphs and host loop as
     `Translator`, an order of magnitude fewer calls."""
     s_len, t_len, pad = keras.source_length, keras.target_length, codec.pad_id
     bos_ids, bos_mask = left_pad_prefix([codec.bos_id], t_len, pad)
     tokens, first = [], []
-    for start in range(0, len(sources), batch):
+    for start in tqdm(range(0, len(sources), batch), desc="qat parity (Keras)", unit="batch", disable=not progress,
+                      dynamic_ncols=True):
         chunk = sources[start:start + batch]
         padded = [pad_source(codec.encode_source(s, s_len).ids, s_len, pad) for s in chunk]
         ids, mask = np.concatenate([p[0] for p in padded]), np.concatenate([p[1] for p in padded])
@@ -82,10 +83,11 @@ def parity_check(core: Seq2SeqCore, blobs: dict[str, bytes], codec: TextCodec, s
     tflite = TFLiteBackend(blobs["encoder"], blobs["decoder_step"])
     greedy = RuntimeConfig()
     tt = Translator.create(codec, tflite, greedy)
-    keras_tokens, keras_first = keras_greedy_rows(keras, codec, sources, Translator.create(codec, keras, greedy))
+    keras_tokens, keras_first = keras_greedy_rows(keras, codec, sources, Translator.create(codec, keras, greedy),
+                                                  progress=progress)
     cos = row_cosine(keras_first, first_step_logits(tflite, codec, sources))
     same, differ = 0, []
-    for s, ta in zip(tqdm(sources, desc="qat parity", unit="sent", disable=not progress, dynamic_ncols=True),
+    for s, ta in zip(tqdm(sources, desc="qat parity (TFLite)", unit="sent", disable=not progress, dynamic_ncols=True),
                      keras_tokens):
         b = tt.hypothesis(s)
         tb = list(b.tokens) if b else []
