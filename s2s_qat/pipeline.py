@@ -234,8 +234,14 @@ def _mask_leak(core: Seq2SeqCore, valid: EncodedSplit):
 DEPLOYMENT_ONLY = ("model.layernorm_variance",)
 
 
+def _deployment_settings(recipe: Recipe) -> dict:
+    """The recipe's values of DEPLOYMENT_ONLY, by model config field."""
+    fields = [key.split(".")[1] for key in DEPLOYMENT_ONLY]
+    return {f: getattr(recipe.model, f) for f in fields}
+
+
 def _deployment_keys(recipe: Recipe) -> list[str]:
-    return [f"{key}={getattr(recipe.model, key.split('.')[1])}" for key in DEPLOYMENT_ONLY]
+    return [f"model.{k}={v}" for k, v in _deployment_settings(recipe).items()]
 
 
 def deployment_form(model_dir: Path, recipe: Recipe) -> None:
@@ -243,7 +249,7 @@ def deployment_form(model_dir: Path, recipe: Recipe) -> None:
     config.json is rewritten when they differ, so every later loader (ladder workers, CLIs) builds those graphs."""
     path = model_dir / "config.json"
     cfg = TransformerConfig.load(path)
-    wanted = {key.split(".")[1]: getattr(recipe.model, key.split(".")[1]) for key in DEPLOYMENT_ONLY}
+    wanted = _deployment_settings(recipe)
     if any(getattr(cfg, k) != v for k, v in wanted.items()):
         log.info("%s: deployment settings %s", model_dir, wanted)
         write_text(path, dataclasses.replace(cfg, **wanted).to_json())

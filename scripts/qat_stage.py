@@ -47,7 +47,8 @@ def main() -> int:
         return 1
     variance = recipe.model.layernorm_variance
     result = {"recipe": recipe.name, "layernorm_variance": variance, "teacher_training_seconds": training["seconds"],
-              "command": f"python scripts/qat_stage.py {args.recipe} --layernorm-variance {variance}",
+              "command": f"python scripts/qat_stage.py {args.recipe} --run-dir {paths.root} "
+                         f"--layernorm-variance {variance}",
               **{k: qat[k] for k in ("training", "parity", "phase_seconds", "producing_seconds", "seconds")},
               "localization_top5": [{k: r[k] for k in ("graph", "label", "op", "added", "relative_rmse")}
                                     for r in qat.get("localization", [])[:5]]}
